@@ -1,0 +1,24 @@
+"""`python -m <package>` (or the console script): serve the app with uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from .settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    uvicorn.run(
+        f"{__package__}.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        # Logging is configured by the app (structlog JSON); uvicorn's access log is replaced.
+        log_config=None,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP routers: thin translations between the wire and the services."""

@@ -1,0 +1,124 @@
+"""Exception handlers that turn every failure into the error envelope of `schemas.errors`."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import structlog
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .observability import REQUEST_ID_HEADER, request_id_from
+from .schemas.errors import ErrorDetail, ErrorResponse
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from fastapi import FastAPI, Request
+
+logger = structlog.get_logger(__name__)
+
+# The `type` values of OpenAI's error object, so its SDKs raise the matching exception class.
+_ERROR_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class APIError(Exception):
+    """An error a service or route raises on purpose, answered as it says."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+def error_type_for(status_code: int) -> str:
+    if status_code >= 500:
+        return "server_error"
+    return _ERROR_TYPES.get(status_code, "invalid_request_error")
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(
+        error=ErrorDetail(type=error_type_for(status_code), message=message, code=code, param=param)
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=status_code, headers=dict(headers or {})
+    )
+
+
+def _describe_location(location: Sequence[Any]) -> str:
+    # FastAPI prefixes the part of the request ("body", "query", ...); the rest is the field.
+    return ".".join(str(part) for part in location[1:]) or str(location[0])
+
+
+async def handle_api_error(_request: Request, exc: APIError) -> JSONResponse:
+    return error_response(
+        exc.status_code, exc.message, code=exc.code, param=exc.param, headers=exc.headers
+    )
+
+
+async def handle_http_exception(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def handle_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    messages = [f"{_describe_location(e['loc'])}: {e['msg']}" for e in errors]
+    return error_response(
+        422,
+        "; ".join(messages) or "Invalid request",
+        code="validation_error",
+        param=_describe_location(errors[0]["loc"]) if errors else None,
+    )
+
+
+async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Runs outside the request-context middleware, so the request id is added here.
+    request_id = request_id_from(request.scope)
+    logger.error("unhandled_exception", request_id=request_id, exc_info=exc)
+    return error_response(
+        500,
+        "The server failed to handle this request; it has been logged"
+        + (f" as {request_id}" if request_id else ""),
+        headers={REQUEST_ID_HEADER: request_id} if request_id else None,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.exception_handler(APIError)(handle_api_error)
+    app.exception_handler(StarletteHTTPException)(handle_http_exception)
+    app.exception_handler(RequestValidationError)(handle_validation_error)
+    # Starlette hands `Exception` to its outermost middleware: the last word on any failure.
+    app.exception_handler(Exception)(handle_unexpected_error)

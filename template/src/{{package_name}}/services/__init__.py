@@ -1,0 +1,1 @@
+"""The service's logic, independent of HTTP and of the database backend."""

@@ -1,0 +1,1 @@
+"""Persistence: the protocols services depend on, and one package per database backend."""

@@ -1,0 +1,13 @@
+"""Public ids: UUIDv7 strings, the same whatever the database.
+
+Version 7 ids sort by creation time, so they index like sequences (no random page splits in
+B-trees) and give cursor pagination a stable order for free.
+"""
+
+from __future__ import annotations
+
+import uuid_utils
+
+
+def new_id() -> str:
+    return str(uuid_utils.uuid7())

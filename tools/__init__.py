@@ -1,0 +1,1 @@
+"""Helpers shared by the template's tests, its CI workflow generator and its benchmarks."""
