@@ -14,21 +14,20 @@ combination, so installs and type checks of unchanged dependencies take seconds.
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import subprocess
-import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import copier
 import pytest
 
-from tools.matrix import ROOT, Combination, by_id, combinations
+from tools import project as project_tools
+from tools.matrix import Combination, by_id, combinations
+from tools.project import RenderedProject
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,121 +73,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
-# --- environments shared by the combinations a worker runs --------------------------------
-
-
-def worker_id() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
-
-
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
-    path = Path(os.environ.get("COPIER_TEST_CACHE", Path.home() / ".cache" / "copier-fastapi-ai"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return project_tools.cache_dir()
 
 
 @pytest.fixture(scope="session")
-def tool_env(cache_dir: Path) -> dict[str, str]:
-    """Environment for `uv` and the rendered projects' tools, with caches shared per worker."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTEST_"))}
-    env.pop("VIRTUAL_ENV", None)
-    env.update(
-        UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
-        UV_PROJECT_ENVIRONMENT=str(cache_dir / "venvs" / worker_id()),
-        UV_PYTHON_DOWNLOADS="never",
-        UV_NO_PROGRESS="1",
-        MYPY_CACHE_DIR=str(cache_dir / "mypy" / worker_id()),
-        RUFF_CACHE_DIR=str(cache_dir / "ruff" / worker_id()),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    return env
-
-
-@dataclass
-class CommandResult:
-    args: list[str]
-    returncode: int
-    output: str
-    seconds: float
-
-    def check(self) -> CommandResult:
-        if self.returncode != 0:
-            pytest.fail(
-                f"`{' '.join(self.args)}` exited {self.returncode} after {self.seconds:.1f}s:\n"
-                f"{self.output}",
-                pytrace=False,
-            )
-        return self
-
-
-def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600) -> CommandResult:
-    started = time.perf_counter()
-    process = subprocess.run(
-        args,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return CommandResult(
-        args, process.returncode, process.stdout + process.stderr, time.perf_counter() - started
-    )
-
-
-# --- one rendered project per combination --------------------------------------------------
-
-
-@dataclass
-class RenderedProject:
-    combination: Combination
-    path: Path
-    env: dict[str, str]
-    synced: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def answers(self) -> dict[str, Any]:
-        return self.combination.answers
-
-    def run(self, *args: str, env: dict[str, str] | None = None) -> CommandResult:
-        return run(list(args), cwd=self.path, env={**self.env, **(env or {})})
-
-    def sync(self) -> None:
-        """Install the project into this worker's shared environment (once it holds it)."""
-        marker = Path(self.env["UV_PROJECT_ENVIRONMENT"]) / ".combination"
-        if self.synced and marker.exists() and marker.read_text() == str(self.path):
-            return
-        result = self.run("uv", "sync", "--all-groups").check()
-        self.timings["uv sync"] = result.seconds
-        marker.write_text(str(self.path))
-        self.synced = True
-
-
-def render(answers: dict[str, Any], destination: Path) -> Path:
-    copier.run_copy(
-        str(ROOT),
-        destination,
-        data=answers,
-        defaults=True,
-        unsafe=True,
-        quiet=True,
-        vcs_ref="HEAD",
-    )
-    return destination
+def tool_env() -> dict[str, str]:
+    return project_tools.tool_env(os.environ.get("PYTEST_XDIST_WORKER", "main"))
 
 
 @pytest.fixture(scope="module")
 def project(
     combination: Combination, tmp_path_factory: pytest.TempPathFactory, tool_env: dict[str, str]
 ) -> Iterator[RenderedProject]:
-    started = time.perf_counter()
-    path = render(combination.answers, tmp_path_factory.mktemp(combination.id) / "project")
-    rendered = RenderedProject(combination, path, tool_env)
-    rendered.timings["render"] = time.perf_counter() - started
-    yield rendered
+    path = project_tools.render(
+        combination.answers, tmp_path_factory.mktemp(combination.id) / "project"
+    )
+    yield RenderedProject(combination, path, tool_env)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -202,9 +104,10 @@ def synced_project(project: RenderedProject) -> RenderedProject:
 
 
 class CombinationProgress:
-    """Print `combination: N passed in Xs` as each combination's last test finishes.
+    """Print one line per combination as its last test finishes: verdict, time, slowest steps.
 
-    Runs in the controlling process (with or without xdist), so it sees every report.
+    Runs in the controlling process (with or without xdist), so it sees every report. A
+    step's time includes its setup, so rendering and `uv sync` count where they first happen.
     """
 
     def __init__(self, config: pytest.Config) -> None:
@@ -212,21 +115,25 @@ class CombinationProgress:
         self.expected: dict[str, int] = defaultdict(int)
         self.done: dict[str, int] = defaultdict(int)
         self.failed: dict[str, int] = defaultdict(int)
-        self.seconds: dict[str, float] = defaultdict(float)
+        self.steps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.finished = 0
 
     @staticmethod
-    def combination_of(nodeid: str) -> str | None:
-        if "[" not in nodeid:
+    def parse(nodeid: str) -> tuple[str, str] | None:
+        """`tests/x.py::test_mypy_passes[jwt-postgres-none-sse]` -> (combination, step)."""
+        match = re.search(r"::test_(\w+)\[([^\]]+)\]$", nodeid)
+        if not match:
             return None
-        param = nodeid.rsplit("[", 1)[1].rstrip("]")
-        return next((c.id for c in combinations() if param.split("-")[:4] == c.id.split("-")), None)
+        param = match[2].split("-")
+        combination = next((c.id for c in combinations() if param[:4] == c.id.split("-")), None)
+        return (combination, match[1]) if combination else None
 
     def _count(self, nodeids: list[str]) -> None:
         if self.expected:
             return
         for nodeid in nodeids:
-            if combination := self.combination_of(nodeid):
-                self.expected[combination] += 1
+            if parsed := self.parse(nodeid):
+                self.expected[parsed[0]] += 1
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         self._count([item.nodeid for item in items])
@@ -235,21 +142,28 @@ class CombinationProgress:
         self._count(ids)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        combination = self.combination_of(report.nodeid)
-        if combination is None:
+        parsed = self.parse(report.nodeid)
+        if parsed is None:
             return
-        self.seconds[combination] += report.duration
+        combination, step = parsed
+        self.steps[combination][step] += report.duration
         if report.failed:
             self.failed[combination] += 1
         if report.when != "teardown":
             return
         self.done[combination] += 1
-        if self.done[combination] == self.expected.get(combination):
-            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:
-                verdict = f"{self.failed[combination]} FAILED" if self.failed[combination] else "ok"
-                reporter.write_line(
-                    f"[{sum(1 for c in self.done if self.done[c] == self.expected[c])}"
-                    f"/{len(self.expected)}] {combination}: {verdict}, "
-                    f"{self.done[combination]} tests in {self.seconds[combination]:.1f}s"
-                )
+        if self.done[combination] != self.expected.get(combination):
+            return
+        self.finished += 1
+        steps = self.steps[combination]
+        slowest = sorted(steps.items(), key=lambda item: -item[1])[:3]
+        verdict = f"{self.failed[combination]} FAILED" if self.failed[combination] else "ok"
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(
+                f"[{self.finished}/{len(self.expected)}] {combination}: {verdict} in "
+                f"{sum(steps.values()):.1f}s ("
+                + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest)
+                + ")"
+            )

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from tests.conftest import render
 from tools.matrix import COPIER_YML
+from tools.project import render
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from pymongo import IndexModel
     from pymongo.asynchronous.database import AsyncDatabase
 
-# Each feature's repository adds its collection here; unique indexes are how Mongo keeps
-# the invariants Postgres keeps with constraints.
+# Each feature's repository adds its collection here. Unique indexes are what keeps the
+# invariants a relational schema would keep with constraints.
 INDEXES: Mapping[str, Sequence[IndexModel]] = {}
 
 

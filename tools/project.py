@@ -1,0 +1,114 @@
+"""Render a combination and run the rendered project's own commands in it.
+
+Shared by the tests and the benchmarks. Each worker (a pytest-xdist worker, or the
+benchmark) keeps one virtual environment and one mypy cache and re-syncs them per project,
+so installing and type-checking dependencies that did not change costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import copier
+from copier.errors import DirtyLocalWarning
+
+from tools.matrix import ROOT, Combination
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("COPIER_TEST_CACHE", Path.home() / ".cache" / "copier-fastapi-ai"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tool_env(worker: str) -> dict[str, str]:
+    """Environment for `uv` and the rendered project's tools, with this worker's caches."""
+    # The caller may itself run under `uv run`: its virtual environment is not the project's.
+    env = {
+        k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("PYTEST_")
+    }
+    cache = cache_dir()
+    env.update(
+        UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
+        UV_PROJECT_ENVIRONMENT=str(cache / "venvs" / worker),
+        UV_PYTHON_DOWNLOADS="never",
+        UV_NO_PROGRESS="1",
+        MYPY_CACHE_DIR=str(cache / "mypy" / worker),
+        RUFF_CACHE_DIR=str(cache / "ruff" / worker),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+class CommandFailed(AssertionError):
+    pass
+
+
+@dataclass
+class CommandResult:
+    args: list[str]
+    returncode: int
+    output: str
+    seconds: float
+
+    def check(self) -> CommandResult:
+        if self.returncode != 0:
+            msg = (
+                f"`{' '.join(self.args)}` exited {self.returncode} after {self.seconds:.1f}s:\n"
+                f"{self.output}"
+            )
+            raise CommandFailed(msg)
+        return self
+
+
+def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 600) -> CommandResult:
+    started = time.perf_counter()
+    process = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    output = process.stdout + process.stderr
+    return CommandResult(args, process.returncode, output, time.perf_counter() - started)
+
+
+def render(answers: dict[str, Any], destination: Path) -> Path:
+    """Render the working tree of this repository, uncommitted edits included."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DirtyLocalWarning)
+        copier.run_copy(
+            str(ROOT),
+            destination,
+            data=answers,
+            defaults=True,
+            unsafe=True,
+            quiet=True,
+            vcs_ref="HEAD",
+        )
+    return destination
+
+
+@dataclass
+class RenderedProject:
+    combination: Combination
+    path: Path
+    env: dict[str, str]
+
+    @property
+    def answers(self) -> dict[str, Any]:
+        return self.combination.answers
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> CommandResult:
+        return run(list(args), cwd=self.path, env={**self.env, **(env or {})})
+
+    def sync(self) -> None:
+        """Install the project into the worker's environment, unless it holds it already."""
+        marker = Path(self.env["UV_PROJECT_ENVIRONMENT"]) / ".rendered-project"
+        if marker.exists() and marker.read_text() == str(self.path):
+            return
+        self.run("uv", "sync", "--all-groups").check()
+        marker.write_text(str(self.path))
