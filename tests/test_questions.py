@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from tools import questions_doc
 from tools.matrix import COPIER_YML
 from tools.project import render
 
@@ -76,3 +77,9 @@ def test_every_python_keyword_is_refused_as_package_name() -> None:
 def test_every_standard_library_module_is_refused_as_package_name() -> None:
     public = {name for name in sys.stdlib_module_names if not name.startswith("_")}
     assert public <= _validator_list("stdlib")
+
+
+def test_the_questions_reference_has_not_drifted_from_copier_yml() -> None:
+    assert questions_doc.QUESTIONS_DOC.read_text() == questions_doc.render(), (
+        "run `uv run python -m tools.questions_doc` and commit the result"
+    )
