@@ -27,7 +27,7 @@ MARKERS: dict[tuple[str, Any], tuple[str, ...]] = {
     ("database", "postgres"): ("sqlalchemy", "alembic", "asyncpg", "postgres"),
     ("database", "mongo"): ("pymongo", "mongo"),
     ("auth", "jwt"): ("jwt", "refresh_token"),
-    ("auth", "api_key"): ("api_key", "api-key"),
+    ("auth", "api_key"): ("api-keys", "api_keys", "apikey"),
     ("task_queue", "celery"): ("celery",),
     ("llm_provider", "anthropic"): ("anthropic",),
     ("rag", True): ("pgvector", "vectorsearch"),

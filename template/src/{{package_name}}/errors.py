@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import structlog
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .api.disconnect import ClientDisconnectedError
+from .llm.errors import ProviderError
 from .observability import REQUEST_ID_HEADER, request_id_from
 from .schemas.errors import ErrorDetail, ErrorResponse
 
@@ -61,6 +64,14 @@ def error_type_for(status_code: int) -> str:
     return _ERROR_TYPES.get(status_code, "invalid_request_error")
 
 
+def error_body(
+    status_code: int, message: str, *, code: str | None = None, param: str | None = None
+) -> ErrorResponse:
+    return ErrorResponse(
+        error=ErrorDetail(type=error_type_for(status_code), message=message, code=code, param=param)
+    )
+
+
 def error_response(
     status_code: int,
     message: str,
@@ -69,9 +80,7 @@ def error_response(
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = ErrorResponse(
-        error=ErrorDetail(type=error_type_for(status_code), message=message, code=code, param=param)
-    )
+    body = error_body(status_code, message, code=code, param=param)
     return JSONResponse(
         body.model_dump(mode="json"), status_code=status_code, headers=dict(headers or {})
     )
@@ -104,6 +113,19 @@ async def handle_validation_error(_request: Request, exc: RequestValidationError
     )
 
 
+async def handle_provider_error(_request: Request, exc: ProviderError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(math.ceil(exc.retry_after))
+    logger.warning("provider_error", status=exc.status_code, error=exc.message)
+    return error_response(exc.status_code, exc.message, code=exc.code, headers=headers)
+
+
+async def handle_client_disconnected(_request: Request, _exc: ClientDisconnectedError) -> Response:
+    # Nobody reads this answer; 499 (nginx's "client closed request") marks it in the logs.
+    return Response(status_code=499)
+
+
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # Runs outside the request-context middleware, so the request id is added here.
     request_id = request_id_from(request.scope)
@@ -120,5 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(APIError)(handle_api_error)
     app.exception_handler(StarletteHTTPException)(handle_http_exception)
     app.exception_handler(RequestValidationError)(handle_validation_error)
+    app.exception_handler(ProviderError)(handle_provider_error)
+    app.exception_handler(ClientDisconnectedError)(handle_client_disconnected)
     # Starlette hands `Exception` to its outermost middleware: the last word on any failure.
     app.exception_handler(Exception)(handle_unexpected_error)

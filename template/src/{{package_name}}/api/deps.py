@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ..resources import Resources
+from ..services.completions import CompletionService
 from ..services.health import ReadinessService
+from ..settings import Settings
 
 
 def get_resources(request: Request) -> Resources:
@@ -23,3 +25,17 @@ def get_readiness_service(resources: ResourcesDep) -> ReadinessService:
 
 
 ReadinessServiceDep = Annotated[ReadinessService, Depends(get_readiness_service)]
+
+
+def get_settings(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_completion_service(resources: ResourcesDep) -> CompletionService:
+    return CompletionService.from_settings(resources.llm, resources.settings)
+
+
+CompletionServiceDep = Annotated[CompletionService, Depends(get_completion_service)]

@@ -1,0 +1,1 @@
+"""LLM providers behind one protocol: the built-in fake, and the provider chosen at render time."""

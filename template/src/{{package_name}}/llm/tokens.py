@@ -1,0 +1,41 @@
+"""Token counting that works offline.
+
+Exact tokenizers (tiktoken's BPE files, providers' token-counting APIs) need the network,
+which a service must not depend on just to count. This is an estimate instead: one token per
+word of up to four characters, per four-character slice of a longer word, and per punctuation
+mark, which is close to the usual rule of thumb of about four characters per token for
+English. It is used only before a call (context trimming, rate-limit reservations); the usage
+that is charged comes from the provider's answer, which is exact. The fake provider tokenizes
+with this same function, so for it the count is exact.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .base import ChatMessage
+
+# A word of up to four characters, a four-character slice of a longer word, or one mark.
+_TOKEN = re.compile(r"\s*(?:\w{1,4}|[^\w\s])", re.UNICODE)
+# OpenAI's chat format adds a few tokens per message and to prime the reply.
+_TOKENS_PER_MESSAGE = 3
+_TOKENS_PER_REPLY = 3
+
+
+def split_tokens(text: str) -> list[str]:
+    """The text as the estimate's tokens, each with the whitespace in front of it."""
+    return _TOKEN.findall(text)
+
+
+def count_text_tokens(text: str) -> int:
+    return len(split_tokens(text))
+
+
+def count_message_tokens(messages: Iterable[ChatMessage]) -> int:
+    return _TOKENS_PER_REPLY + sum(
+        _TOKENS_PER_MESSAGE + count_text_tokens(message.content) for message in messages
+    )

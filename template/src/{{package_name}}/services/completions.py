@@ -1,0 +1,136 @@
+"""Chat completions and embeddings: provider choice, timeouts, retries, batching."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, TypeVar
+
+from ..errors import APIError
+from ..llm.base import ChatRequest, EmbeddingRequest, Embeddings
+from ..llm.errors import ProviderTimeoutError
+from ..llm.retry import RetryPolicy, call_with_retries, stream_with_retries
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Awaitable, Callable
+
+    from ..llm.base import Completion, ModelInfo, Provider, StreamEvent
+    from ..llm.router import ProviderRouter
+    from ..settings import Settings
+
+T = TypeVar("T")
+E = TypeVar("E")
+
+# Embedding batches sent to the provider at once, per request.
+_EMBEDDING_CONCURRENCY = 4
+
+
+class CompletionService:
+    def __init__(
+        self,
+        router: ProviderRouter,
+        *,
+        retry: RetryPolicy,
+        request_timeout: float,
+        total_timeout: float,
+        max_output_tokens: int,
+        embedding_batch_size: int,
+    ) -> None:
+        self.router = router
+        self.retry = retry
+        self.request_timeout = request_timeout
+        self.total_timeout = total_timeout
+        self.max_output_tokens = max_output_tokens
+        self.embedding_batch_size = embedding_batch_size
+
+    @classmethod
+    def from_settings(cls, router: ProviderRouter, settings: Settings) -> CompletionService:
+        return cls(
+            router,
+            retry=RetryPolicy(
+                max_attempts=settings.llm_max_attempts,
+                base_delay=settings.llm_retry_base_delay,
+                max_delay=settings.llm_retry_max_delay,
+            ),
+            request_timeout=settings.llm_request_timeout,
+            total_timeout=settings.llm_total_timeout,
+            max_output_tokens=settings.llm_max_output_tokens,
+            embedding_batch_size=settings.embedding_batch_size,
+        )
+
+    async def list_models(self) -> list[ModelInfo]:
+        return await _within(self.total_timeout, self.router.list_models())
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        provider = self._provider_for(request)
+
+        async def attempt() -> Completion:
+            return await _within(self.request_timeout, provider.complete(request))
+
+        return await _within(self.total_timeout, call_with_retries(attempt, self.retry))
+
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        """The provider's events; raises `ProviderError` before or between them."""
+        provider = self._provider_for(request)
+        events = stream_with_retries(
+            # The gap timeout sits inside the retry loop, so a silent start is retried.
+            lambda: _guarded(provider.stream(request), lambda: self.request_timeout),
+            self.retry,
+        )
+        deadline = asyncio.get_running_loop().time() + self.total_timeout
+        return _guarded(events, lambda: deadline - asyncio.get_running_loop().time())
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        provider = self.router.for_model(request.model)
+        size = self.embedding_batch_size
+        batches = [request.inputs[i : i + size] for i in range(0, len(request.inputs), size)]
+        gate = asyncio.Semaphore(_EMBEDDING_CONCURRENCY)
+
+        async def embed_batch(inputs: list[str]) -> Embeddings:
+            batch = EmbeddingRequest(request.model, inputs, request.dimensions)
+
+            async def attempt() -> Embeddings:
+                return await _within(self.request_timeout, provider.embed(batch))
+
+            async with gate:
+                return await call_with_retries(attempt, self.retry)
+
+        results = await _within(
+            self.total_timeout, asyncio.gather(*(embed_batch(batch) for batch in batches))
+        )
+        return Embeddings(
+            [vector for result in results for vector in result.vectors],
+            sum(result.input_tokens for result in results),
+        )
+
+    def _provider_for(self, request: ChatRequest) -> Provider:
+        if request.max_tokens > self.max_output_tokens:
+            msg = f"max_tokens is {request.max_tokens}; at most {self.max_output_tokens} is allowed"
+            raise APIError(400, msg, code="invalid_value", param="max_tokens")
+        return self.router.for_model(request.model)
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError as error:
+        raise ProviderTimeoutError("the LLM provider did not answer in time") from error
+
+
+async def _guarded(
+    events: AsyncGenerator[E, None], seconds_for_next: Callable[[], float]
+) -> AsyncGenerator[E, None]:
+    """The events, each of which must arrive within `seconds_for_next()` of asking for it."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, seconds_for_next())):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError as error:
+                raise ProviderTimeoutError("the LLM provider stopped answering in time") from error
+            yield event
+    finally:
+        # Closing the provider's generator is what stops its upstream call.
+        await events.aclose()
