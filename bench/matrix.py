@@ -4,8 +4,8 @@
     uv run python -m bench.matrix --combination ID ...  # others
     uv run python -m bench.matrix --renders 20          # more renders for the render figure
 
-The slow tier needs TEST_POSTGRES_URL / TEST_MONGO_URL / TEST_REDIS_URL (as `scripts/test`
-exports them); without them only the fast tier is timed. Every figure comes from this run:
+The project's own tests use TEST_POSTGRES_URL / TEST_MONGO_URL / TEST_REDIS_URL when set,
+else the servers `scripts/servers.sh` starts. Every figure comes from this run:
 the first check of a combination runs with cold caches (a fresh virtual environment and
 mypy cache), the second with the warm ones a test worker has from its second combination on,
 and the ratio between them is what the shared caches buy.
@@ -14,7 +14,6 @@ and the ratio between them is what the shared caches buy.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -25,8 +24,6 @@ from pathlib import Path
 from tools import project as project_tools
 from tools.matrix import by_id, defaults_combination
 from tools.project import RenderedProject
-
-SERVERS = ("TEST_POSTGRES_URL", "TEST_MONGO_URL", "TEST_REDIS_URL")
 
 
 def time_renders(answers: dict[str, object], count: int, scratch: Path) -> list[float]:
@@ -39,7 +36,7 @@ def time_renders(answers: dict[str, object], count: int, scratch: Path) -> list[
     return seconds
 
 
-def check(project: RenderedProject, *, slow: bool) -> dict[str, float]:
+def check(project: RenderedProject, servers: dict[str, str]) -> dict[str, float]:
     steps: dict[str, float] = {}
     started = time.perf_counter()
     project.sync()
@@ -50,9 +47,7 @@ def check(project: RenderedProject, *, slow: bool) -> dict[str, float]:
         ("mypy", ("uv", "run", "mypy")),
     ]:
         steps[name] = project.run(*args).check().seconds
-    if slow:
-        servers = {name: os.environ[name] for name in SERVERS}
-        steps["pytest"] = project.run("uv", "run", "pytest", "-q", env=servers).check().seconds
+    steps["pytest"] = project.run("uv", "run", "pytest", "-q", env=servers).check().seconds
     return steps
 
 
@@ -62,7 +57,7 @@ def main() -> int:
     parser.add_argument("--renders", type=int, default=10)
     args = parser.parse_args()
     combinations = [by_id(i) for i in args.combination] or [defaults_combination()]
-    slow = all(os.environ.get(name) for name in SERVERS)
+    servers = project_tools.test_servers()
 
     with tempfile.TemporaryDirectory(prefix="bench-matrix-") as tmp:
         scratch = Path(tmp)
@@ -76,7 +71,6 @@ def main() -> int:
             f"render: median {statistics.median(renders):.2f}s, "
             f"min {min(renders):.2f}s, max {max(renders):.2f}s over {len(renders)} renders"
         )
-        print(f"tiers: fast{' + slow' if slow else ' only (no TEST_*_URL set)'}")
         for combination in combinations:
             runs = []
             for attempt in ("cold", "warm"):
@@ -85,7 +79,7 @@ def main() -> int:
                     combination.answers, scratch / f"{attempt}-{combination.id}"
                 )
                 project = RenderedProject(combination, path, env)
-                steps = check(project, slow=slow)
+                steps = check(project, servers)
                 runs.append(sum(steps.values()))
                 detail = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in steps.items())
                 print(f"{combination.id} {attempt}: {runs[-1]:.1f}s ({detail})")

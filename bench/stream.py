@@ -7,14 +7,13 @@ Renders the combination, installs it (as the tests do), then runs bench/stream_p
 the rendered project's environment: tokens per second and time to first token p50/p95 with
 N concurrent streams through `/v1/chat/completions`, against a bare Starlette endpoint fed
 by the same fake provider, rounds alternated; it prints the ratio. The service needs its
-database and Redis: TEST_POSTGRES_URL / TEST_MONGO_URL / TEST_REDIS_URL, as `scripts/test`
-exports them.
+database and Redis: TEST_POSTGRES_URL / TEST_MONGO_URL / TEST_REDIS_URL when set, else the
+servers `scripts/servers.sh` starts.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,19 +27,20 @@ PROBE = Path(__file__).resolve().parent / "stream_probe.py"
 
 
 def service_environment(package: str, answers: dict[str, object], tokens: int) -> dict[str, str]:
+    servers = project_tools.test_servers()
     prefix = package.upper() + "_"
     env = {
         f"{prefix}ENVIRONMENT": "development",
         f"{prefix}LOG_LEVEL": "WARNING",
-        f"{prefix}REDIS_URL": os.environ["TEST_REDIS_URL"],
+        f"{prefix}REDIS_URL": servers["TEST_REDIS_URL"],
         f"{prefix}FAKE_ANSWER_TOKENS": str(tokens),
         "BENCH_TOKENS": str(tokens),
     }
     if answers["database"] == "postgres":
-        url = os.environ["TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+asyncpg://", 1)
+        url = servers["TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+asyncpg://", 1)
         env[f"{prefix}DATABASE_URL"] = url
     else:
-        env[f"{prefix}MONGO_URL"] = os.environ["TEST_MONGO_URL"]
+        env[f"{prefix}MONGO_URL"] = servers["TEST_MONGO_URL"]
         env[f"{prefix}MONGO_DATABASE"] = "bench_stream"
     return env
 
@@ -63,6 +63,23 @@ def main() -> int:
             **project.env,
             **service_environment(package, combination.answers, args.tokens),
         }
+        # Start-up is measured as a deployed service starts: from compiled bytecode.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        project.run("uv", "run", "python", "-m", "compileall", "-q", "src", env=env).check()
+        subprocess.run(
+            [
+                "uv",
+                "run",
+                "python",
+                "-m",
+                "compileall",
+                "-q",
+                str(Path(project.env["UV_PROJECT_ENVIRONMENT"])),
+            ],
+            cwd=path,
+            env=env,
+            check=True,
+        )
         print(f"{combination.label}: {args.tokens} tokens per answer, fake provider, no delay")
         command = ["uv", "run", "python", str(PROBE), package]
         command += ["--streams", args.streams, "--rounds", str(args.rounds)]

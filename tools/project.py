@@ -8,6 +8,7 @@ so installing and type-checking dependencies that did not change costs next to n
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import time
 import warnings
@@ -112,3 +113,21 @@ class RenderedProject:
             return
         self.run("uv", "sync", "--all-groups").check()
         marker.write_text(str(self.path))
+
+
+SERVER_VARIABLES = ("TEST_POSTGRES_URL", "TEST_MONGO_URL", "TEST_REDIS_URL")
+
+
+def test_servers() -> dict[str, str]:
+    """The servers' URLs from the environment, or from `scripts/servers.sh start`."""
+    if all(os.environ.get(name) for name in SERVER_VARIABLES):
+        return {name: os.environ[name] for name in SERVER_VARIABLES}
+    script = ROOT / "scripts" / "servers.sh"
+    output = subprocess.run(
+        ["bash", str(script), "start"], capture_output=True, text=True, check=True
+    ).stdout
+    servers = {}
+    for line in output.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        servers[name] = shlex.split(value)[0]
+    return servers

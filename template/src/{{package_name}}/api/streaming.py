@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from sse_starlette import EventSourceResponse
@@ -22,6 +23,30 @@ if TYPE_CHECKING:
     from ..llm.base import StreamEvent
 
 DONE = "[DONE]"
+
+
+class ContentChunkTemplate:
+    """The JSON of a content chunk, with only the text left to fill in.
+
+    Most chunks of a stream are content chunks, and building each through Pydantic costs
+    more than the rest of the hot path; the result is the same bytes as
+    `ChatCompletionChunk(...).model_dump_json()`, which a test checks.
+    """
+
+    def __init__(self, *, completion_id: str, model: str, created: int) -> None:
+        empty = ChatCompletionChunk(
+            id=completion_id,
+            created=created,
+            model=model,
+            choices=[ChatCompletionChunkChoice(delta=ChunkDelta(content=_MARK))],
+        ).model_dump_json()
+        self._before, self._after = empty.split(json.dumps(_MARK))
+
+    def render(self, text: str) -> str:
+        return f"{self._before}{json.dumps(text, ensure_ascii=False)}{self._after}"
+
+
+_MARK = "\x00content\x00"
 
 
 def sse_response(events: AsyncIterator[str], *, ping_interval: float) -> EventSourceResponse:
@@ -60,12 +85,13 @@ async def chat_completion_chunks(
             ],
         ).model_dump_json()
 
+    content_chunk = ContentChunkTemplate(completion_id=completion_id, model=model, created=created)
     yield chunk(ChunkDelta(role="assistant", content=""))
     try:
         event: StreamEvent | None = first
         while event is not None:
             if isinstance(event, TextDelta):
-                yield chunk(ChunkDelta(content=event.text))
+                yield content_chunk.render(event.text)
             else:
                 yield chunk(ChunkDelta(), finish_reason=event)
                 if include_usage:

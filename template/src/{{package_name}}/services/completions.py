@@ -71,13 +71,17 @@ class CompletionService:
     def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """The provider's events; raises `ProviderError` before or between them."""
         provider = self._provider_for(request)
-        events = stream_with_retries(
-            # The gap timeout sits inside the retry loop, so a silent start is retried.
-            lambda: _guarded(provider.stream(request), lambda: self.request_timeout),
-            self.retry,
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_timeout
+
+        def seconds_for_next() -> float:
+            # One timer per event bounds both the gap between events and the whole call.
+            return min(self.request_timeout, deadline - loop.time())
+
+        # The guard sits inside the retry loop, so a provider that never starts is retried.
+        return stream_with_retries(
+            lambda: _guarded(provider.stream(request), seconds_for_next), self.retry
         )
-        deadline = asyncio.get_running_loop().time() + self.total_timeout
-        return _guarded(events, lambda: deadline - asyncio.get_running_loop().time())
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         provider = self.router.for_model(request.model)
