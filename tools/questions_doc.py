@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from tools.generated import write_or_check
 from tools.matrix import CORE_QUESTIONS, ROOT, questions
 
 QUESTIONS_DOC = ROOT / "docs" / "questions.md"
@@ -61,16 +62,9 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not QUESTIONS_DOC.exists() or QUESTIONS_DOC.read_text() != text:
-            print(
-                f"{QUESTIONS_DOC} has drifted from copier.yml: run `python -m tools.questions_doc`"
-            )
-            return 1
-        return 0
-    QUESTIONS_DOC.write_text(text)
-    return 0
+    return write_or_check(
+        QUESTIONS_DOC, render(), module="tools.questions_doc", check="--check" in argv
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from tools.generated import write_or_check
 from tools.matrix import ROOT, combinations
 
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
@@ -112,14 +113,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not WORKFLOW.exists() or WORKFLOW.read_text() != text:
-            print(f"{WORKFLOW} has drifted from copier.yml: run `python -m tools.workflow`")
-            return 1
-        return 0
-    WORKFLOW.write_text(text)
-    return 0
+    return write_or_check(WORKFLOW, render(), module="tools.workflow", check="--check" in argv)
 
 
 if __name__ == "__main__":
