@@ -17,6 +17,8 @@ def main() -> None:
         # Logging is configured by the app (structlog JSON); uvicorn's access log is replaced.
         log_config=None,
         access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
 
 

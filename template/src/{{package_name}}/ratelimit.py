@@ -1,0 +1,320 @@
+"""Rate limits per caller ("principal") that hold across every replica of the service.
+
+Each limit is a GCRA bucket (the generic cell rate algorithm, a token bucket kept as one
+timestamp): a limit of N per period refills one unit every period/N, and a caller may spend
+up to the whole N at once. Redis keeps, per limit, the time at which the bucket will be full
+again, so a check is one read, one comparison and one write, done by a Lua script so that
+replicas never race between reading and writing. The clock is Redis's own (`TIME`), so the
+replicas' clocks do not have to agree.
+
+Why GCRA rather than the alternatives:
+- a sliding-window log is exact but stores every request (and, for tokens, every weight),
+  and taking back part of a reservation means finding and rewriting its entry;
+- a fixed window with a reset is as cheap, but lets a caller spend 2N across a boundary and
+  sends every throttled caller back at the same instant, when the window resets;
+- GCRA stores one number per limit, refills smoothly (a throttled caller is let in again
+  as soon as enough has refilled, not at a boundary) and takes a refund or an extra charge
+  by moving that number.
+The trade-off: a limit bounds the sustained rate and the burst, not each calendar period. A
+caller who spends the full N at once and then the refill as it comes can spend up to 2N in
+the period that follows the burst (as at a fixed window's boundary), and the daily token
+budget refills continuously over 24 hours instead of all at once at midnight.
+
+Tokens are reserved before a call (prompt estimate plus `max_tokens`) and reconciled with
+the provider's usage afterwards, so concurrent calls cannot all spend the same budget.
+
+Keys are `<namespace>:{<principal>}:rpm|tpm|tpd`: the braces are a Redis Cluster hash tag,
+so one principal's keys share a slot, which a script touching several of them requires. A
+key expires when its bucket is full again, which is when it no longer holds anything.
+
+Response headers follow OpenAI's: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+for the request and per-minute token limits, the resets written as Go durations as OpenAI
+writes them (`17ms`, `1.5s`, `6m0s`), and `Retry-After` in whole seconds, rounded up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from redis.asyncio import Redis
+
+logger = structlog.get_logger(__name__)
+
+_DAY_SECONDS = 86_400.0
+
+# KEYS[i]: a limit's bucket. ARGV[3i-2], ARGV[3i-1], ARGV[3i]: that limit, its period in ms
+# and the cost against it. The costs are taken from every bucket or from none.
+# Returns {admitted, retry_after_ms, then remaining and reset_ms for each bucket in turn};
+# retry_after_ms is -1 when a cost exceeds its limit outright, since no wait admits it.
+_ACQUIRE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+-- Float rounding (a Unix time in ms, in a double) must not cost a caller a limit's last unit.
+local slack = 0.001
+
+local admitted, retry_after, buckets = 1, 0, {}
+for i, key in ipairs(KEYS) do
+  local limit, period, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local interval = period / limit
+  local backlog = math.max((tonumber(redis.call('GET', key)) or now) - now, 0)
+  local free = math.max(math.floor((period - backlog) / interval + slack), 0)
+  if cost > limit then
+    admitted, retry_after = 0, -1
+  elseif cost > free then
+    admitted = 0
+    if retry_after >= 0 then
+      retry_after = math.max(retry_after, backlog + cost * interval - period)
+    end
+  end
+  buckets[i] = {key = key, period = period, interval = interval, cost = cost, backlog = backlog}
+end
+
+local reply = {admitted, math.ceil(retry_after)}
+for _, bucket in ipairs(buckets) do
+  local backlog = bucket.backlog
+  if admitted == 1 and bucket.cost > 0 then
+    backlog = backlog + bucket.cost * bucket.interval
+    redis.call('SET', bucket.key, string.format('%.17g', now + backlog), 'PX', math.ceil(backlog))
+  end
+  local remaining = math.floor((bucket.period - backlog) / bucket.interval + slack)
+  table.insert(reply, math.max(remaining, 0))
+  table.insert(reply, math.ceil(backlog))
+end
+return reply
+"""
+
+# KEYS and ARGV as for _ACQUIRE, the cost being the units to add (negative: to give back).
+# A bucket is never refunded beyond full: tokens that have already refilled stay refilled.
+_ADJUST = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+
+for i, key in ipairs(KEYS) do
+  local limit, period, units = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local backlog = math.max((tonumber(redis.call('GET', key)) or now) - now, 0)
+  backlog = backlog + units * period / limit
+  if backlog > 0 then
+    redis.call('SET', key, string.format('%.17g', now + backlog), 'PX', math.ceil(backlog))
+  else
+    redis.call('DEL', key)
+  end
+end
+"""
+
+
+class RateLimiterUnavailableError(Exception):
+    """Redis did not answer and the limiter fails closed: no limit can be enforced (503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TierLimits:
+    requests_per_minute: int
+    tokens_per_minute: int
+    tokens_per_day: int
+
+    def __post_init__(self) -> None:
+        # A limit of zero would be a refill interval of infinity in the bucket arithmetic.
+        if min(self.requests_per_minute, self.tokens_per_minute, self.tokens_per_day) < 1:
+            msg = f"every limit must be at least 1; got {self}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """One limit as the caller sees it after a decision."""
+
+    limit: int
+    remaining: int
+    reset_after: float  # seconds until the whole limit is available again
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    # Seconds until the same call would be admitted; None when allowed, or when its cost is
+    # larger than a limit itself, which no wait can admit.
+    retry_after: float | None
+    requests: WindowState
+    tokens: WindowState  # per minute
+    daily_tokens: WindowState
+
+    @property
+    def too_large(self) -> bool:
+        """Denied for good: the call costs more than a whole limit."""
+        return not self.allowed and self.retry_after is None
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's rate-limit headers, and `Retry-After` when the call may be retried."""
+        headers = {
+            "x-ratelimit-limit-requests": str(self.requests.limit),
+            "x-ratelimit-remaining-requests": str(self.requests.remaining),
+            "x-ratelimit-reset-requests": format_reset(self.requests.reset_after),
+            "x-ratelimit-limit-tokens": str(self.tokens.limit),
+            "x-ratelimit-remaining-tokens": str(self.tokens.remaining),
+            "x-ratelimit-reset-tokens": format_reset(self.tokens.reset_after),
+        }
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(math.ceil(self.retry_after))
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class TokenReservation:
+    principal: str
+    limits: TierLimits
+    reserved: int  # what reconcile settles against: 0 when nothing was taken
+    decision: RateDecision
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    key: str
+    limit: int
+    period_ms: float
+
+
+def format_reset(seconds: float) -> str:
+    """A duration as OpenAI writes its reset headers (Go's format): 17ms, 1.5s, 6m0s, 1h2m3s."""
+    milliseconds = math.ceil(seconds * 1000)
+    if milliseconds < 1000:
+        return f"{milliseconds}ms" if milliseconds else "0s"
+    minutes, milliseconds = divmod(milliseconds, 60_000)
+    hours, minutes = divmod(minutes, 60)
+    whole_seconds = f"{milliseconds / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{whole_seconds}"
+    if minutes:
+        return f"{minutes}m{whole_seconds}"
+    return whole_seconds
+
+
+class RateLimiter:
+    """Requests per minute, and tokens per minute and per day, for each principal.
+
+    `fail_open` decides what happens when Redis cannot be reached: admit every call (and log
+    a warning) or raise `RateLimiterUnavailableError`. `minute_window_seconds` is the period
+    of the two per-minute limits; only tests want it shorter.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        namespace: str,
+        fail_open: bool,
+        minute_window_seconds: float = 60.0,
+    ) -> None:
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._adjust = redis.register_script(_ADJUST)
+        self._namespace = namespace
+        self._fail_open = fail_open
+        self._minute_ms = minute_window_seconds * 1000
+
+    async def admit_request(self, principal: str, limits: TierLimits) -> RateDecision:
+        """Count one request against requests per minute.
+
+        The token limits are only read, so that the decision has every header's value.
+        """
+        buckets = self._buckets(principal, limits)
+        reply = await self._take(principal, buckets, (1, 0, 0))
+        return _decision(reply, buckets) if reply is not None else _unchecked(buckets)
+
+    async def reserve_tokens(
+        self, principal: str, limits: TierLimits, tokens: int
+    ) -> TokenReservation:
+        """Take `tokens` from both the minute and the day budget, or from neither.
+
+        Reserve what the call may use at most (the prompt estimate plus `max_tokens`), so
+        that concurrent calls cannot all spend the same remainder; `reconcile` settles it.
+        """
+        buckets = self._buckets(principal, limits)
+        reply = await self._take(principal, buckets, (0, tokens, tokens))
+        if reply is None:
+            # Nothing was taken, so reconciling will charge the tokens actually used.
+            return TokenReservation(principal, limits, 0, _unchecked(buckets))
+        decision = _decision(reply, buckets)
+        return TokenReservation(principal, limits, tokens if decision.allowed else 0, decision)
+
+    async def reconcile(self, reservation: TokenReservation, used_tokens: int) -> None:
+        """Settle a reservation with the tokens the call used, finished or cut off.
+
+        Never raises for Redis: the answer has been given by now, and an adjustment that was
+        lost only lasts until the buckets refill.
+        """
+        units = used_tokens - reservation.reserved
+        if units == 0:
+            return
+        buckets = self._buckets(reservation.principal, reservation.limits)[1:]
+        try:
+            await self._adjust(
+                keys=[b.key for b in buckets], args=_script_args(buckets, (units,) * 2)
+            )
+        except RedisError as error:
+            logger.warning(
+                "rate_limit_reconcile_failed",
+                principal=reservation.principal,
+                tokens=units,
+                error=str(error),
+            )
+
+    async def _take(
+        self, principal: str, buckets: Sequence[_Bucket], costs: Sequence[int]
+    ) -> list[int] | None:
+        """The script's reply, or None when Redis failed and the limiter fails open."""
+        try:
+            reply: list[int] = await self._acquire(
+                keys=[b.key for b in buckets], args=_script_args(buckets, costs)
+            )
+        except RedisError as error:
+            if not self._fail_open:
+                msg = "the rate limiter cannot reach Redis"
+                raise RateLimiterUnavailableError(msg) from error
+            logger.warning("rate_limiter_unavailable", principal=principal, error=str(error))
+            return None
+        return reply
+
+    def _buckets(self, principal: str, limits: TierLimits) -> tuple[_Bucket, _Bucket, _Bucket]:
+        prefix = f"{self._namespace}:{{{principal}}}"
+        return (
+            _Bucket(f"{prefix}:rpm", limits.requests_per_minute, self._minute_ms),
+            _Bucket(f"{prefix}:tpm", limits.tokens_per_minute, self._minute_ms),
+            _Bucket(f"{prefix}:tpd", limits.tokens_per_day, _DAY_SECONDS * 1000),
+        )
+
+
+def _script_args(buckets: Sequence[_Bucket], costs: Sequence[int]) -> list[float]:
+    return [
+        value
+        for bucket, cost in zip(buckets, costs, strict=True)
+        for value in (bucket.limit, bucket.period_ms, cost)
+    ]
+
+
+def _decision(reply: Sequence[int], buckets: Sequence[_Bucket]) -> RateDecision:
+    admitted, retry_after_ms, *states = reply
+    requests, tokens, daily_tokens = (
+        WindowState(bucket.limit, remaining, reset_ms / 1000)
+        for bucket, remaining, reset_ms in zip(buckets, states[0::2], states[1::2], strict=True)
+    )
+    denied_for_now = not admitted and retry_after_ms >= 0
+    return RateDecision(
+        allowed=bool(admitted),
+        retry_after=retry_after_ms / 1000 if denied_for_now else None,
+        requests=requests,
+        tokens=tokens,
+        daily_tokens=daily_tokens,
+    )
+
+
+def _unchecked(buckets: Sequence[_Bucket]) -> RateDecision:
+    """Admitted without Redis: the headers show every limit as untouched."""
+    requests, tokens, daily_tokens = (WindowState(b.limit, b.limit, 0.0) for b in buckets)
+    return RateDecision(True, None, requests, tokens, daily_tokens)

@@ -1,0 +1,1 @@
+"""Who is calling: credentials, their verification, and the principal they resolve to."""
