@@ -282,7 +282,8 @@ class RateLimiter:
         return reply
 
     def _buckets(self, principal: str, limits: TierLimits) -> tuple[_Bucket, _Bucket, _Bucket]:
-        prefix = f"{self._namespace}:{{{principal}}}"
+        hash_tag = "{" + principal + "}"
+        prefix = f"{self._namespace}:{hash_tag}"
         return (
             _Bucket(f"{prefix}:rpm", limits.requests_per_minute, self._minute_ms),
             _Bucket(f"{prefix}:tpm", limits.tokens_per_minute, self._minute_ms),
