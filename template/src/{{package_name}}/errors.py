@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .api.disconnect import ClientDisconnectedError
 from .llm.errors import ProviderError
 from .observability import REQUEST_ID_HEADER, request_id_from
+from .ratelimit import RateLimiterUnavailableError
 from .schemas.errors import ErrorDetail, ErrorResponse
 
 if TYPE_CHECKING:
@@ -121,6 +122,14 @@ async def handle_provider_error(_request: Request, exc: ProviderError) -> JSONRe
     return error_response(exc.status_code, exc.message, code=exc.code, headers=headers)
 
 
+async def handle_rate_limiter_unavailable(
+    _request: Request, exc: RateLimiterUnavailableError
+) -> JSONResponse:
+    logger.error("rate_limiter_unavailable", error=str(exc))
+    msg = "Rate limits cannot be checked right now; try again shortly"
+    return error_response(503, msg, code="rate_limiter_unavailable", headers={"Retry-After": "1"})
+
+
 async def handle_client_disconnected(_request: Request, _exc: ClientDisconnectedError) -> Response:
     # Nobody reads this answer; 499 (nginx's "client closed request") marks it in the logs.
     return Response(status_code=499)
@@ -144,5 +153,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(RequestValidationError)(handle_validation_error)
     app.exception_handler(ProviderError)(handle_provider_error)
     app.exception_handler(ClientDisconnectedError)(handle_client_disconnected)
+    app.exception_handler(RateLimiterUnavailableError)(handle_rate_limiter_unavailable)
     # Starlette hands `Exception` to its outermost middleware: the last word on any failure.
     app.exception_handler(Exception)(handle_unexpected_error)

@@ -106,6 +106,11 @@ class CompletionService:
             sum(result.input_tokens for result in results),
         )
 
+    def check(self, request: ChatRequest) -> None:
+        """Refuse what no provider would answer (an unknown model, too many tokens), before
+        anything is reserved or sent."""
+        self._provider_for(request)
+
     def _provider_for(self, request: ChatRequest) -> Provider:
         if request.max_tokens > self.max_output_tokens:
             msg = f"max_tokens is {request.max_tokens}; at most {self.max_output_tokens} is allowed"

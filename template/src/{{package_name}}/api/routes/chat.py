@@ -13,8 +13,9 @@ from ...schemas.openai import (
     ChatCompletionRequest,
     CompletionUsage,
 )
-from ..deps import CompletionServiceDep, SettingsDep
+from ..deps import SettingsDep
 from ..disconnect import cancel_on_disconnect
+from ..limits import MeteredCompletionsDep
 from ..streaming import chat_completion_chunks, sse_response
 
 router = APIRouter(tags=["openai"])
@@ -40,7 +41,8 @@ def to_chat_request(body: ChatCompletionRequest, default_max_tokens: int) -> Cha
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
-    service: CompletionServiceDep,
+    response: Response,
+    completions: MeteredCompletionsDep,
     settings: SettingsDep,
 ) -> ChatCompletion | Response:
     """OpenAI chat completions; `stream: true` answers with Server-Sent Events."""
@@ -48,7 +50,7 @@ async def create_chat_completion(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
-        events = service.stream(chat_request)
+        events = await completions.open_stream(chat_request)
         # Waiting for the first event here keeps an early failure a plain HTTP error.
         first = await cancel_on_disconnect(request, anext(events))
         chunks = chat_completion_chunks(
@@ -61,7 +63,8 @@ async def create_chat_completion(
         )
         return sse_response(chunks, ping_interval=settings.sse_ping_interval)
 
-    completion = await cancel_on_disconnect(request, service.complete(chat_request))
+    completion, cached = await cancel_on_disconnect(request, completions.complete(chat_request))
+    response.headers["X-Cache"] = "hit" if cached else "miss"
     return ChatCompletion(
         id=completion_id,
         created=created,

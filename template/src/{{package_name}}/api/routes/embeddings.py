@@ -3,13 +3,13 @@ from __future__ import annotations
 import base64
 import struct
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from ...errors import APIError
 from ...llm.base import EmbeddingRequest
 from ...schemas.openai import EmbeddingItem, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage
-from ..deps import CompletionServiceDep
 from ..disconnect import cancel_on_disconnect
+from ..limits import MeteredCompletionsDep
 
 router = APIRouter(tags=["openai"])
 
@@ -41,11 +41,15 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
 
 @router.post("/embeddings")
 async def create_embeddings(
-    body: EmbeddingsRequest, request: Request, service: CompletionServiceDep
+    body: EmbeddingsRequest,
+    request: Request,
+    response: Response,
+    completions: MeteredCompletionsDep,
 ) -> EmbeddingsResponse:
-    """OpenAI embeddings; a list of inputs is embedded in batches."""
+    """OpenAI embeddings; a list of inputs is embedded in batches, known ones from the cache."""
     embedding_request = EmbeddingRequest(body.model, texts_of(body), body.dimensions)
-    result = await cancel_on_disconnect(request, service.embed(embedding_request))
+    result, cached = await cancel_on_disconnect(request, completions.embed(embedding_request))
+    response.headers["X-Cache"] = "hit" if cached else "miss"
     return EmbeddingsResponse(
         data=[
             EmbeddingItem(index=index, embedding=encode(vector, body.encoding_format))

@@ -1,0 +1,80 @@
+"""Rate limits at the edge: every call under /v1 is counted, and every response says so."""
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import APIError
+from ..security.principal import Principal
+from ..services.metering import MeteredCompletions
+from .authentication import PrincipalDep
+from .deps import CompletionServiceDep, ResourcesDep
+
+_HEADERS_STATE = "rate_limit_headers"
+
+
+async def enforce_request_limit(
+    request: Request, principal: PrincipalDep, resources: ResourcesDep
+) -> Principal:
+    limits = resources.settings.tier_limits[principal.tier]
+    decision = await resources.rate_limiter.admit_request(principal.rate_limit_key, limits)
+    if not decision.allowed:
+        msg = (
+            f"Rate limit of the {principal.tier} tier reached "
+            f"({limits.requests_per_minute} requests per minute); retry later"
+        )
+        raise APIError(429, msg, code="rate_limit_exceeded", headers=decision.headers())
+    setattr(request.state, _HEADERS_STATE, decision.headers())
+    return principal
+
+
+LimitedPrincipalDep = Annotated[Principal, Depends(enforce_request_limit)]
+
+
+def get_metered_completions(
+    principal: LimitedPrincipalDep, resources: ResourcesDep, completions: CompletionServiceDep
+) -> MeteredCompletions:
+    settings = resources.settings
+    return MeteredCompletions(
+        completions,
+        principal=principal,
+        limits=settings.tier_limits[principal.tier],
+        limiter=resources.rate_limiter,
+        usage=resources.database.usage,
+        cache=resources.cache,
+        prices=settings.model_prices,
+    )
+
+
+MeteredCompletionsDep = Annotated[MeteredCompletions, Depends(get_metered_completions)]
+
+
+class RateLimitHeadersMiddleware:
+    """Add the rate-limit headers a request was admitted with to its response, whatever kind
+    of response it is (a model, a stream, or an error raised later)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            state: dict[str, Any] = scope.get("state", {})
+            extra: dict[str, str] | None = state.get(_HEADERS_STATE)
+            if message["type"] == "http.response.start" and extra:
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(
+                        (name.lower().encode(), value.encode())
+                        for name, value in extra.items()
+                        if name.lower().encode() not in present
+                    ),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
