@@ -14,9 +14,11 @@ servers `scripts/servers.sh` starts.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from tools import project as project_tools
@@ -24,6 +26,12 @@ from tools.matrix import by_id, defaults_combination
 from tools.project import RenderedProject
 
 PROBE = Path(__file__).resolve().parent / "stream_probe.py"
+ADMIN_KEY = "bench-admin-key"
+UNLIMITED = {
+    "requests_per_minute": 10**9,
+    "tokens_per_minute": 10**12,
+    "tokens_per_day": 10**12,
+}
 
 
 def service_environment(package: str, answers: dict[str, object], tokens: int) -> dict[str, str]:
@@ -34,7 +42,13 @@ def service_environment(package: str, answers: dict[str, object], tokens: int) -
         f"{prefix}LOG_LEVEL": "WARNING",
         f"{prefix}REDIS_URL": servers["TEST_REDIS_URL"],
         f"{prefix}FAKE_ANSWER_TOKENS": str(tokens),
+        # Limits that never refuse: the benchmark measures their cost, not their effect.
+        f"{prefix}TIER_LIMITS": json.dumps(dict.fromkeys(("free", "pro", "enterprise"), UNLIMITED)),
+        f"{prefix}ADMIN_API_KEY": ADMIN_KEY,
+        f"{prefix}REDIS_NAMESPACE": f"bench-{uuid.uuid4().hex}",
         "BENCH_TOKENS": str(tokens),
+        "BENCH_AUTH": str(answers["auth"]),
+        "BENCH_ADMIN_KEY": ADMIN_KEY,
     }
     if answers["database"] == "postgres":
         url = servers["TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+asyncpg://", 1)

@@ -3,8 +3,9 @@
     python stream_probe.py PACKAGE [--streams 1,32,128] [--rounds 3] [--tokens 64]
 
 Serves two apps from separate processes and loads both with the same client:
-- `service`: the rendered service's `/v1/chat/completions` (stream), with its middleware,
-  settings, retry loop, timeouts and SSE encoding;
+- `service`: the rendered service's `/v1/chat/completions` (stream) with everything around
+  it: authentication, rate limits and token reservations in Redis, the usage record in the
+  database, middleware, retry loop, timeouts and SSE encoding;
 - `bare`: a plain Starlette endpoint that streams the SAME fake provider's tokens as
   OpenAI-style `data:` lines with nothing else around it.
 Rounds alternate between the two, so both see the same machine load.
@@ -83,12 +84,37 @@ def start(kind: str, package: str, port: int) -> subprocess.Popen[bytes]:
     )
 
 
+async def sign_in(url: str, auth: str) -> dict[str, str]:
+    """Headers of a new caller of the service, as its `auth` variant wants them."""
+    if auth == "none":
+        return {}
+    async with httpx2.AsyncClient(base_url=url) as client:
+        if auth == "jwt":
+            account = {"email": f"bench-{os.getpid()}-{time.time_ns()}@example.com"}
+            password = "bench password 123"  # noqa: S105 (a throw-away bench account)
+            await client.post("/v1/auth/register", json={**account, "password": password})
+            form = {"username": account["email"], "password": password}
+            token = (await client.post("/v1/auth/token", data=form)).json()["access_token"]
+        else:
+            response = await client.post(
+                "/v1/api-keys",
+                json={"name": "bench", "owner_email": f"bench-{time.time_ns()}@example.com"},
+                headers={"Authorization": f"Bearer {os.environ['BENCH_ADMIN_KEY']}"},
+            )
+            token = response.json()["key"]
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def wait_until_streaming(url: str, started: float) -> float:
-    """Seconds from process start to the first streamed chunk."""
+    """Seconds from process start to the first streamed chunk (the bare app needs no auth;
+    the service is asked only once it answers, and its sign-in is part of the time)."""
     async with httpx2.AsyncClient(base_url=url, timeout=2) as client:
         while True:
             try:
                 async with client.stream("POST", "/v1/chat/completions", json=BODY) as response:
+                    if response.status_code == 401:
+                        client.headers.update(await sign_in(url, os.environ["BENCH_AUTH"]))
+                        continue
                     async for line in response.aiter_lines():
                         if line.startswith("data: {"):
                             return time.perf_counter() - started
@@ -112,9 +138,11 @@ async def one_stream(client: httpx2.AsyncClient) -> tuple[float, int]:
     return first, count
 
 
-async def load(url: str, streams: int) -> dict[str, float]:
+async def load(url: str, streams: int, headers: dict[str, str]) -> dict[str, float]:
     limits = httpx2.Limits(max_connections=streams, max_keepalive_connections=streams)
-    async with httpx2.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx2.AsyncClient(
+        base_url=url, timeout=60, limits=limits, headers=headers
+    ) as client:
         await one_stream(client)  # warm the connection pool and the app
         started = time.perf_counter()
         results = await asyncio.gather(*(one_stream(client) for _ in range(streams)))
@@ -129,6 +157,7 @@ async def load(url: str, streams: int) -> dict[str, float]:
 
 async def measure(package: str, stream_counts: list[int], rounds: int) -> None:
     servers = {}
+    headers: dict[str, dict[str, str]] = {}
     try:
         for kind in ("service", "bare"):
             port = free_port()
@@ -136,11 +165,13 @@ async def measure(package: str, stream_counts: list[int], rounds: int) -> None:
             servers[kind] = (start(kind, package, port), f"http://127.0.0.1:{port}")
             ready = await wait_until_streaming(servers[kind][1], started)
             print(f"{kind}: first streamed chunk {ready:.2f}s after the process started")
+        headers["service"] = await sign_in(servers["service"][1], os.environ["BENCH_AUTH"])
+        headers["bare"] = {}
         for streams in stream_counts:
             samples: dict[str, list[dict[str, float]]] = {"service": [], "bare": []}
             for _ in range(rounds):
                 for kind in ("service", "bare"):
-                    samples[kind].append(await load(servers[kind][1], streams))
+                    samples[kind].append(await load(servers[kind][1], streams, headers[kind]))
             summary = {
                 kind: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
                 for kind, runs in samples.items()
