@@ -51,8 +51,9 @@ def service_environment(package: str, answers: dict[str, object], tokens: int) -
         "BENCH_ADMIN_KEY": ADMIN_KEY,
     }
     if answers["database"] == "postgres":
-        url = servers["TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+asyncpg://", 1)
-        env[f"{prefix}DATABASE_URL"] = url
+        server = servers["TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+asyncpg://", 1)
+        # A database of this run only, created and migrated by the probe.
+        env[f"{prefix}DATABASE_URL"] = f"{server.rsplit('/', 1)[0]}/bench_{uuid.uuid4().hex[:12]}"
     else:
         env[f"{prefix}MONGO_URL"] = servers["TEST_MONGO_URL"]
         env[f"{prefix}MONGO_DATABASE"] = "bench_stream"

@@ -191,6 +191,38 @@ async def measure(package: str, stream_counts: list[int], rounds: int) -> None:
             process.wait(10)
 
 
+async def prepare_database(package: str) -> str | None:
+    """A fresh, migrated PostgreSQL database for the service (Mongo needs none); its name."""
+    url = os.environ.get(f"{package.upper()}_DATABASE_URL")
+    if url is None:
+        return None
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import make_url, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    target = make_url(url)
+    engine = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+    await engine.dispose()
+    config = Config("alembic.ini")
+    config.attributes["configure_logger"] = False
+    await asyncio.to_thread(command.upgrade, config, "head")
+    return target.database
+
+
+async def drop_database(package: str, name: str) -> None:
+    from sqlalchemy import make_url, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = make_url(os.environ[f"{package.upper()}_DATABASE_URL"]).set(database="postgres")
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await engine.dispose()
+
+
 def serve(kind: str, package: str, port: int) -> None:
     import uvicorn
 
@@ -213,7 +245,12 @@ def main() -> None:
         serve(args.serve, args.package, args.port)
         return
     counts = [int(n) for n in args.streams.split(",")]
-    asyncio.run(measure(args.package, counts, args.rounds))
+    database = asyncio.run(prepare_database(args.package))
+    try:
+        asyncio.run(measure(args.package, counts, args.rounds))
+    finally:
+        if database is not None:
+            asyncio.run(drop_database(args.package, database))
 
 
 if __name__ == "__main__":
