@@ -49,7 +49,9 @@ class ContentChunkTemplate:
 _MARK = "\x00content\x00"
 
 
-def sse_response(events: AsyncIterator[str], *, ping_interval: float) -> EventSourceResponse:
+def sse_response(
+    events: AsyncIterator[str] | AsyncIterator[dict[str, str]], *, ping_interval: float
+) -> EventSourceResponse:
     return EventSourceResponse(
         events,
         ping=ping_interval,

@@ -1,0 +1,177 @@
+"""One turn of a conversation, the same for every transport.
+
+Save the user's message, build the context (the system prompt always, then the newest
+messages that fit the token budget), stream the answer, and save the assistant's message
+exactly once: complete, `error` when the provider failed mid-answer, or `interrupted` when
+the caller went away. That last save happens under a shield, so the cancellation that ends
+the stream cannot skip it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..llm.base import ChatMessage, ChatRequest, TextDelta, Usage
+from ..llm.errors import ProviderError
+from ..llm.tokens import count_message_tokens, count_text_tokens
+from ..storage.clock import now
+from ..storage.conversations import Message
+from ..storage.ids import new_id
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Sequence
+
+    from ..llm.base import StreamEvent
+    from ..storage.conversations import Conversation, MessageStatus
+    from .conversations import ConversationService
+    from .metering import MeteredCompletions
+
+# How many of the newest messages a turn considers before trimming them to the budget.
+_HISTORY_WINDOW = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TurnToken:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnd:
+    """The last event: both saved messages, and the provider's failure if there was one."""
+
+    user_message: Message
+    assistant_message: Message
+    usage: Usage
+    error: ProviderError | None = None
+
+
+TurnEvent = TurnToken | TurnEnd
+
+
+def build_context(
+    system_prompt: str | None, history: Sequence[Message], budget: int
+) -> list[ChatMessage]:
+    """The system prompt, then as many of the newest messages as fit in `budget` tokens.
+
+    The newest message (the user's question) is always sent, even alone over budget: the
+    provider, not this trimming, decides whether it is too long.
+    """
+    system = [ChatMessage("system", system_prompt)] if system_prompt else []
+    used = count_message_tokens(system)
+    kept: list[ChatMessage] = []
+    for message in reversed(history):
+        if not message.content:
+            continue
+        candidate = ChatMessage(message.role, message.content)
+        cost = count_message_tokens([candidate]) - count_message_tokens([])
+        if kept and used + cost > budget:
+            break
+        kept.append(candidate)
+        used += cost
+    return [*system, *reversed(kept)]
+
+
+class ChatService:
+    def __init__(
+        self,
+        conversations: ConversationService,
+        completions: MeteredCompletions,
+        *,
+        context_budget: int,
+        default_max_tokens: int,
+    ) -> None:
+        self.conversations = conversations
+        self.repository = conversations.repository
+        self.completions = completions
+        self.context_budget = context_budget
+        self.default_max_tokens = default_max_tokens
+
+    async def start_turn(
+        self, conversation_id: str, content: str
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """Check and reserve everything first, so a refusal (404, 429) saves nothing."""
+        conversation = await self.conversations.get(conversation_id)
+        history = await self.repository.recent_messages(conversation.id, limit=_HISTORY_WINDOW)
+        user = Message(
+            id=new_id(),
+            conversation_id=conversation.id,
+            role="user",
+            content=content,
+            status="complete",
+            created_at=now(),
+        )
+        request = ChatRequest(
+            model=conversation.model,
+            messages=build_context(
+                conversation.system_prompt, [*history, user], self.context_budget
+            ),
+            max_tokens=conversation.max_tokens or self.default_max_tokens,
+            temperature=conversation.temperature,
+        )
+        events = await self.completions.open_stream(request)
+        await self.repository.add_message(user)
+        return self._run(conversation, user, request, events)
+
+    async def _run(
+        self,
+        conversation: Conversation,
+        user: Message,
+        request: ChatRequest,
+        events: AsyncGenerator[StreamEvent, None],
+    ) -> AsyncGenerator[TurnEvent, None]:
+        started = time.perf_counter()
+        pieces: list[str] = []
+        usage: Usage | None = None
+        failure: ProviderError | None = None
+        saved: Message | None = None
+        try:
+            try:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        pieces.append(event.text)
+                        yield TurnToken(event.text)
+                    else:
+                        usage = event.usage
+            except ProviderError as error:
+                failure = error
+            status: MessageStatus = "error" if failure else "complete"
+            saved = await self._save(conversation, request, pieces, usage, status, started)
+        finally:
+            if saved is None:
+                with anyio.CancelScope(shield=True):
+                    await self._save(conversation, request, pieces, usage, "interrupted", started)
+            await events.aclose()
+        yield TurnEnd(user, saved, _usage_of(saved), failure)
+
+    async def _save(
+        self,
+        conversation: Conversation,
+        request: ChatRequest,
+        pieces: list[str],
+        usage: Usage | None,
+        status: MessageStatus,
+        started: float,
+    ) -> Message:
+        content = "".join(pieces)
+        usage = usage or Usage(count_message_tokens(request.messages), count_text_tokens(content))
+        message = Message(
+            id=new_id(),
+            conversation_id=conversation.id,
+            role="assistant",
+            content=content,
+            status=status,
+            created_at=now(),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        await self.repository.add_message(message)
+        return message
+
+
+def _usage_of(message: Message) -> Usage:
+    return Usage(message.input_tokens, message.output_tokens)
