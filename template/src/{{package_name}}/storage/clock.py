@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 def now() -> datetime:
     """The current UTC time, to the millisecond.
 
-    BSON dates hold milliseconds, so a record returned at creation must carry no more
-    precision than the same record read back; PostgreSQL keeps the value as given.
+    Some backends store milliseconds only (BSON dates), and a record returned at creation
+    must equal the same record read back, whichever backend holds it.
     """
     moment = datetime.now(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
