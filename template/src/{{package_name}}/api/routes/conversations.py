@@ -1,40 +1,29 @@
 from __future__ import annotations
-{% if streaming != 'websocket' %}
-import json
-{%- endif %}
+
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-{%- if streaming != 'websocket' %}
 
-from ...errors import error_body
-{%- else %}
-
-from ...errors import APIError
-{%- endif %}
 from ...schemas.conversations import (
     ConversationCreate,
     ConversationOut,
     ConversationPage,
     ConversationPatch,
     MessageCreate,
-    MessageOut,
     MessagePage,
     TurnResult,
-    TurnUsage,
 )
 from ...services.chat import ChatService, TurnEnd, TurnEvent
 from ...services.conversations import ConversationService
-from ...storage.conversations import Conversation, ConversationChanges, Message
+from ...storage.conversations import ConversationChanges
+from ..conversation_views import conversation_out, message_out, turn_result
 from ..deps import ResourcesDep
 from ..disconnect import cancel_on_disconnect
 from ..limits import LimitedPrincipalDep, MeteredCompletionsDep  # noqa: TC001 (FastAPI reads it)
-{%- if streaming != 'websocket' %}
-from ..streaming import sse_response
-{%- endif %}
+from ..turn_stream import streamed_turn
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator{% if streaming != 'websocket' %}, AsyncIterator{% endif %}
+    from collections.abc import AsyncGenerator
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -63,44 +52,6 @@ def get_chat_service(
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
-
-
-def conversation_out(conversation: Conversation) -> ConversationOut:
-    return ConversationOut(
-        id=conversation.id,
-        title=conversation.title,
-        model=conversation.model,
-        system_prompt=conversation.system_prompt,
-        temperature=conversation.temperature,
-        max_tokens=conversation.max_tokens,
-        created_at=conversation.created_at,
-        updated_at=conversation.updated_at,
-    )
-
-
-def message_out(message: Message) -> MessageOut:
-    return MessageOut(
-        id=message.id,
-        role=message.role,
-        content=message.content,
-        status=message.status,
-        input_tokens=message.input_tokens,
-        output_tokens=message.output_tokens,
-        latency_ms=message.latency_ms,
-        created_at=message.created_at,
-    )
-
-
-def turn_result(end: TurnEnd) -> TurnResult:
-    return TurnResult(
-        user_message=message_out(end.user_message),
-        assistant_message=message_out(end.assistant_message),
-        usage=TurnUsage(
-            prompt_tokens=end.usage.input_tokens,
-            completion_tokens=end.usage.output_tokens,
-            total_tokens=end.usage.total_tokens,
-        ),
-    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -175,18 +126,11 @@ async def post_message(
     chat: ChatServiceDep,
     resources: ResourcesDep,
 ) -> TurnResult | Response:
-    """Add a user message and answer it{% if streaming != 'websocket' %}; `stream: true` answers with Server-Sent Events
-    `token`, then `done` (both saved messages and the usage) or `error`{% endif %}."""
-{%- if streaming == 'websocket' %}
+    """Add a user message and answer it; `stream: true` streams the answer as Server-Sent
+    Events where the service offers them (see `api/turn_stream.py`)."""
     if body.stream:
-        msg = "This service streams conversations over its WebSocket, not Server-Sent Events"
-        raise APIError(400, msg, code="unsupported_transport", param="stream")
-{%- endif %}
+        return await streamed_turn(request, chat, conversation_id, body.content, resources)
     events = await cancel_on_disconnect(request, chat.start_turn(conversation_id, body.content))
-{%- if streaming != 'websocket' %}
-    if body.stream:
-        return sse_response(turn_events(events), ping_interval=resources.settings.sse_ping_interval)
-{%- endif %}
     end = await cancel_on_disconnect(request, last_event(events))
     if end.error is not None:
         raise end.error
@@ -199,19 +143,3 @@ async def last_event(events: AsyncGenerator[TurnEvent, None]) -> TurnEnd:
             return event
     msg = "a turn always ends with TurnEnd"
     raise RuntimeError(msg)
-{%- if streaming != 'websocket' %}
-
-
-async def turn_events(events: AsyncGenerator[TurnEvent, None]) -> AsyncIterator[dict[str, str]]:
-    async for event in events:
-        if isinstance(event, TurnEnd):
-            if event.error is None:
-                yield {"event": "done", "data": turn_result(event).model_dump_json()}
-            else:
-                body = error_body(
-                    event.error.status_code, event.error.message, code=event.error.code
-                )
-                yield {"event": "error", "data": body.model_dump_json()}
-        else:
-            yield {"event": "token", "data": json.dumps({"text": event.text})}
-{%- endif %}
