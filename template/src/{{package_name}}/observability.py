@@ -23,6 +23,20 @@ _HANDLER_NAME = "structlog"
 logger = structlog.get_logger("access")
 
 
+class RedactQueryCredentials(logging.Filter):
+    """Keep credentials sent in a query string (`?token=`, from clients that cannot set
+    headers) out of the logs: uvicorn logs such paths whole."""
+
+    PATTERN = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s\"']+", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.PATTERN.sub(r"\1[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def configure_logging(*, level: str, json: bool) -> None:
     """Route structlog and the standard library (uvicorn, libraries) through one renderer."""
     shared: list[structlog.types.Processor] = [
@@ -56,6 +70,7 @@ def configure_logging(*, level: str, json: bool) -> None:
         )
     )
     handler.set_name(_HANDLER_NAME)
+    handler.addFilter(RedactQueryCredentials())
     root = logging.getLogger()
     # Replace only our own handler, so repeated calls (one per app) and pytest's caplog coexist.
     root.handlers = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]

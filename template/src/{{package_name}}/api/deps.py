@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection  # noqa: TC002 (FastAPI reads it)
 
 from ..resources import Resources
 from ..services.completions import CompletionService
@@ -12,8 +13,8 @@ from ..services.health import ReadinessService
 from ..settings import Settings
 
 
-def get_resources(request: Request) -> Resources:
-    resources: Resources = request.app.state.resources
+def get_resources(connection: HTTPConnection) -> Resources:
+    resources: Resources = connection.app.state.resources
     return resources
 
 

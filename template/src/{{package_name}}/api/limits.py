@@ -6,6 +6,7 @@ from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import APIError
+from ..resources import Resources
 from ..security.principal import Principal
 from ..services.metering import MeteredCompletions
 from .authentication import PrincipalDep
@@ -14,9 +15,8 @@ from .deps import CompletionServiceDep, ResourcesDep
 _HEADERS_STATE = "rate_limit_headers"
 
 
-async def enforce_request_limit(
-    request: Request, principal: PrincipalDep, resources: ResourcesDep
-) -> Principal:
+async def admit_request(principal: Principal, resources: Resources) -> dict[str, str]:
+    """Count one request against the principal's tier (429 when over); its rate headers."""
     limits = resources.settings.tier_limits[principal.tier]
     decision = await resources.rate_limiter.admit_request(principal.rate_limit_key, limits)
     if not decision.allowed:
@@ -25,7 +25,13 @@ async def enforce_request_limit(
             f"({limits.requests_per_minute} requests per minute); retry later"
         )
         raise APIError(429, msg, code="rate_limit_exceeded", headers=decision.headers())
-    setattr(request.state, _HEADERS_STATE, decision.headers())
+    return decision.headers()
+
+
+async def enforce_request_limit(
+    request: Request, principal: PrincipalDep, resources: ResourcesDep
+) -> Principal:
+    setattr(request.state, _HEADERS_STATE, await admit_request(principal, resources))
     return principal
 
 

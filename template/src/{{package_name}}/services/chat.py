@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 
@@ -52,6 +52,17 @@ class TurnEnd:
 TurnEvent = TurnToken | TurnEnd
 
 
+class Turn:
+    """A started turn: the user's message, saved, then the events of the answer."""
+
+    def __init__(self, user_message: Message) -> None:
+        self.user_message = user_message
+        # Set as soon as the assistant's message is saved, however the turn ended: a
+        # transport that cancelled the events reads the interrupted message here.
+        self.assistant_message: Message | None = None
+        self.events: AsyncGenerator[TurnEvent, None]
+
+
 def build_context(
     system_prompt: str | None, history: Sequence[Message], budget: int
 ) -> list[ChatMessage]:
@@ -90,9 +101,7 @@ class ChatService:
         self.context_budget = context_budget
         self.default_max_tokens = default_max_tokens
 
-    async def start_turn(
-        self, conversation_id: str, content: str
-    ) -> AsyncGenerator[TurnEvent, None]:
+    async def start_turn(self, conversation_id: str, content: str) -> Turn:
         """Check and reserve everything first, so a refusal (404, 429) saves nothing."""
         conversation = await self.conversations.get(conversation_id)
         history = await self.repository.recent_messages(conversation.id, limit=_HISTORY_WINDOW)
@@ -113,22 +122,34 @@ class ChatService:
             temperature=conversation.temperature,
         )
         events = await self.completions.open_stream(request)
-        await self.repository.add_message(user)
-        return self._run(conversation, user, request, events)
+        turn = Turn(user)
+        run = self._run(conversation, turn, request, events)
+        try:
+            await self.repository.add_message(user)
+            # Run it to its first `yield`, inside the `try` whose `finally` saves the answer:
+            # from here on, closing the events at any point saves the assistant's message.
+            await anext(run)
+        except BaseException:
+            await events.aclose()
+            raise
+        # The one `None` came first, and was taken above.
+        turn.events = cast("AsyncGenerator[TurnEvent, None]", run)
+        return turn
 
     async def _run(
         self,
         conversation: Conversation,
-        user: Message,
+        turn: Turn,
         request: ChatRequest,
         events: AsyncGenerator[StreamEvent, None],
-    ) -> AsyncGenerator[TurnEvent, None]:
+    ) -> AsyncGenerator[TurnEvent | None, None]:
         started = time.perf_counter()
         pieces: list[str] = []
         usage: Usage | None = None
         failure: ProviderError | None = None
         saved: Message | None = None
         try:
+            yield None
             try:
                 async for event in events:
                     if isinstance(event, TextDelta):
@@ -140,12 +161,15 @@ class ChatService:
                 failure = error
             status: MessageStatus = "error" if failure else "complete"
             saved = await self._save(conversation, request, pieces, usage, status, started)
+            turn.assistant_message = saved
         finally:
             if saved is None:
                 with anyio.CancelScope(shield=True):
-                    await self._save(conversation, request, pieces, usage, "interrupted", started)
+                    turn.assistant_message = await self._save(
+                        conversation, request, pieces, usage, "interrupted", started
+                    )
             await events.aclose()
-        yield TurnEnd(user, saved, _usage_of(saved), failure)
+        yield TurnEnd(turn.user_message, saved, usage_of(saved), failure)
 
     async def _save(
         self,
@@ -173,5 +197,5 @@ class ChatService:
         return message
 
 
-def _usage_of(message: Message) -> Usage:
+def usage_of(message: Message) -> Usage:
     return Usage(message.input_tokens, message.output_tokens)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..errors import APIError
 from ..storage.clock import now
 from ..storage.conversations import Conversation
-from ..storage.ids import new_id
+from ..storage.ids import is_id, new_id
 
 if TYPE_CHECKING:
     from ..security.principal import Principal
@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 def not_found() -> APIError:
     # The same answer whether it does not exist or is someone else's: nothing is confirmed.
     return APIError(404, "No such conversation", code="not_found")
+
+
+def checked_cursor(cursor: str | None, param: str) -> str | None:
+    if cursor is not None and not is_id(cursor):
+        msg = f"`{param}` must be a cursor this API returned (a message or conversation id)"
+        raise APIError(422, msg, code="invalid_cursor", param=param)
+    return cursor
 
 
 class ConversationService:
@@ -49,6 +56,8 @@ class ConversationService:
         return conversation
 
     async def get(self, conversation_id: str) -> Conversation:
+        if not is_id(conversation_id):
+            raise not_found()
         conversation = await self.repository.get(conversation_id, owner_id=self.owner_id)
         if conversation is None:
             raise not_found()
@@ -56,10 +65,12 @@ class ConversationService:
 
     async def page(self, *, before: str | None, limit: int) -> list[Conversation]:
         return await self.repository.list_for_owner(
-            owner_id=self.owner_id, before=before, limit=limit
+            owner_id=self.owner_id, before=checked_cursor(before, "before"), limit=limit
         )
 
     async def update(self, conversation_id: str, changes: ConversationChanges) -> Conversation:
+        if not is_id(conversation_id):
+            raise not_found()
         updated = await self.repository.update(
             conversation_id, owner_id=self.owner_id, changes=changes
         )
@@ -68,6 +79,8 @@ class ConversationService:
         return updated
 
     async def delete(self, conversation_id: str) -> None:
+        if not is_id(conversation_id):
+            raise not_found()
         if not await self.repository.delete(conversation_id, owner_id=self.owner_id):
             raise not_found()
 
@@ -75,4 +88,6 @@ class ConversationService:
         self, conversation_id: str, *, after: str | None, limit: int
     ) -> list[Message]:
         await self.get(conversation_id)
-        return await self.repository.messages(conversation_id, after=after, limit=limit)
+        return await self.repository.messages(
+            conversation_id, after=checked_cursor(after, "after"), limit=limit
+        )

@@ -130,8 +130,8 @@ async def post_message(
     Events where the service offers them (see `api/turn_stream.py`)."""
     if body.stream:
         return await streamed_turn(request, chat, conversation_id, body.content, resources)
-    events = await cancel_on_disconnect(request, chat.start_turn(conversation_id, body.content))
-    end = await cancel_on_disconnect(request, last_event(events))
+    turn = await cancel_on_disconnect(request, chat.start_turn(conversation_id, body.content))
+    end = await cancel_on_disconnect(request, last_event(turn.events))
     if end.error is not None:
         raise end.error
     return turn_result(end)
