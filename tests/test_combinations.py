@@ -23,14 +23,17 @@ JINJA_LEFTOVER = re.compile(r"\{\{|\{%|\{#|%\}|#\}")
 
 # Words that may appear in a rendered project only when their answer was chosen: an
 # unchosen feature leaves no file, import, dependency, setting or test behind.
-MARKERS: dict[tuple[str, Any], tuple[str, ...]] = {
-    ("database", "postgres"): ("sqlalchemy", "alembic", "asyncpg", "postgres"),
-    ("database", "mongo"): ("pymongo", "mongo"),
-    ("auth", "jwt"): ("jwt", "refresh_token"),
-    ("auth", "api_key"): ("api-keys", "api_keys", "apikey"),
-    ("task_queue", "celery"): ("celery",),
-    ("llm_provider", "anthropic"): ("anthropic",),
-    ("rag", True): ("pgvector", "vectorsearch"),
+# Words that only a feature's files may contain: where the answer is not among the values,
+# none of them may appear anywhere in the project.
+MARKERS: dict[tuple[str, tuple[Any, ...]], tuple[str, ...]] = {
+    ("database", ("postgres",)): ("sqlalchemy", "alembic", "asyncpg", "postgres"),
+    ("database", ("mongo",)): ("pymongo", "mongo"),
+    ("auth", ("jwt",)): ("jwt", "refresh_token"),
+    ("auth", ("api_key",)): ("api-keys", "api_keys", "apikey"),
+    ("task_queue", ("celery",)): ("celery",),
+    ("llm_provider", ("anthropic",)): ("anthropic",),
+    ("rag", (True,)): ("pgvector", "vectorsearch"),
+    ("streaming", ("websocket", "both")): ("websocket", "fanout", "pub/sub", "/ws/"),
 }
 SECRET_MARKERS = ("secret_key",)  # only where a caller must be authenticated
 
@@ -91,8 +94,8 @@ def test_only_the_chosen_features_files_exist(project: RenderedProject) -> None:
 def test_unchosen_features_leave_no_trace(project: RenderedProject) -> None:
     forbidden = [
         marker
-        for (question, value), markers in MARKERS.items()
-        if project.answers[question] != value
+        for (question, values), markers in MARKERS.items()
+        if project.answers[question] not in values
         for marker in markers
     ]
     if project.answers["auth"] == "none":

@@ -1,4 +1,4 @@
-"""Conversation helpers shared by the HTTP and WebSocket tests."""
+"""Conversation helpers shared by the test modules."""
 
 from __future__ import annotations
 
