@@ -43,6 +43,8 @@ def tool_env(worker: str) -> dict[str, str]:
         MYPY_CACHE_DIR=str(cache / "mypy" / worker),
         RUFF_CACHE_DIR=str(cache / "ruff" / worker),
         PYTHONDONTWRITEBYTECODE="1",
+        # Imports read compiled bytecode, which uv writes once per sync (the tests never do).
+        UV_COMPILE_BYTECODE="1",
     )
     return env
 
