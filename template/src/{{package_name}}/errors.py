@@ -87,9 +87,23 @@ def error_response(
     )
 
 
-def _describe_location(location: Sequence[Any]) -> str:
-    # FastAPI prefixes the part of the request ("body", "query", ...); the rest is the field.
-    return ".".join(str(part) for part in location[1:]) or str(location[0])
+def validation_error_body(errors: Sequence[Mapping[str, Any]], *, skip: int = 0) -> ErrorResponse:
+    """The 422 envelope for pydantic's errors: each as `field: problem`, the first as `param`.
+
+    The first `skip` parts of a location say where the field was, not which it is (FastAPI
+    puts "body", "query", ... first); a location that is nothing else is kept whole.
+    """
+    fields = [".".join(map(str, e["loc"][skip:])) or ".".join(map(str, e["loc"])) for e in errors]
+    messages = [
+        f"{field}: {e['msg']}" if field else e["msg"]
+        for field, e in zip(fields, errors, strict=True)
+    ]
+    return error_body(
+        422,
+        "; ".join(messages) or "Invalid request",
+        code="validation_error",
+        param=fields[0] if fields and fields[0] else None,
+    )
 
 
 async def handle_api_error(_request: Request, exc: APIError) -> JSONResponse:
@@ -104,14 +118,8 @@ async def handle_http_exception(_request: Request, exc: StarletteHTTPException) 
 
 
 async def handle_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    messages = [f"{_describe_location(e['loc'])}: {e['msg']}" for e in errors]
-    return error_response(
-        422,
-        "; ".join(messages) or "Invalid request",
-        code="validation_error",
-        param=_describe_location(errors[0]["loc"]) if errors else None,
-    )
+    body = validation_error_body(exc.errors(), skip=1)
+    return JSONResponse(body.model_dump(mode="json"), status_code=422)
 
 
 async def handle_provider_error(_request: Request, exc: ProviderError) -> JSONResponse:

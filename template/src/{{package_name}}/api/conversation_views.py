@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ..schemas.conversations import ConversationOut, MessageOut, TurnResult, TurnUsage
 
 if TYPE_CHECKING:
+    from ..llm.base import Usage
     from ..services.chat import TurnEnd
     from ..storage.conversations import Conversation, Message
 
@@ -37,13 +38,17 @@ def message_out(message: Message) -> MessageOut:
     )
 
 
+def turn_usage(usage: Usage) -> TurnUsage:
+    return TurnUsage(
+        prompt_tokens=usage.input_tokens,
+        completion_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
 def turn_result(end: TurnEnd) -> TurnResult:
     return TurnResult(
         user_message=message_out(end.user_message),
         assistant_message=message_out(end.assistant_message),
-        usage=TurnUsage(
-            prompt_tokens=end.usage.input_tokens,
-            completion_tokens=end.usage.output_tokens,
-            total_tokens=end.usage.total_tokens,
-        ),
+        usage=turn_usage(end.usage),
     )
