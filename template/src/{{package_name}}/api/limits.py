@@ -5,27 +5,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import APIError
-from ..resources import Resources
 from ..security.principal import Principal
-from ..services.metering import MeteredCompletions
+from ..services.metering import MeteredCompletions, admit_request, metered_completions
 from .authentication import PrincipalDep
 from .deps import CompletionServiceDep, ResourcesDep
 
 _HEADERS_STATE = "rate_limit_headers"
-
-
-async def admit_request(principal: Principal, resources: Resources) -> dict[str, str]:
-    """Count one request against the principal's tier (429 when over); its rate headers."""
-    limits = resources.settings.tier_limits[principal.tier]
-    decision = await resources.rate_limiter.admit_request(principal.rate_limit_key, limits)
-    if not decision.allowed:
-        msg = (
-            f"Rate limit of the {principal.tier} tier reached "
-            f"({limits.requests_per_minute} requests per minute); retry later"
-        )
-        raise APIError(429, msg, code="rate_limit_exceeded", headers=decision.headers())
-    return decision.headers()
 
 
 async def enforce_request_limit(
@@ -41,16 +26,7 @@ LimitedPrincipalDep = Annotated[Principal, Depends(enforce_request_limit)]
 def get_metered_completions(
     principal: LimitedPrincipalDep, resources: ResourcesDep, completions: CompletionServiceDep
 ) -> MeteredCompletions:
-    settings = resources.settings
-    return MeteredCompletions(
-        completions,
-        principal=principal,
-        limits=settings.tier_limits[principal.tier],
-        limiter=resources.rate_limiter,
-        usage=resources.database.usage,
-        cache=resources.cache,
-        prices=settings.model_prices,
-    )
+    return metered_completions(resources, principal, completions)
 
 
 MeteredCompletionsDep = Annotated[MeteredCompletions, Depends(get_metered_completions)]

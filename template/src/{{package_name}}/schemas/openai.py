@@ -6,9 +6,13 @@ as OpenAI-compatible servers commonly do, so newer SDKs keep working.
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from ..llm.base import ChatMessage, ChatRequest, Completion
 
 
 class _Request(BaseModel):
@@ -58,6 +62,17 @@ class ChatCompletionRequest(_Request):
             return []
         return [self.stop] if isinstance(self.stop, str) else self.stop
 
+    def to_chat_request(self, default_max_tokens: int) -> ChatRequest:
+        return ChatRequest(
+            model=self.model,
+            messages=[ChatMessage(role=m.role, content=m.text) for m in self.messages],
+            max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stop_sequences,
+            seed=self.seed,
+        )
+
 
 class CompletionUsage(BaseModel):
     prompt_tokens: int
@@ -84,6 +99,25 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatCompletionChoice]
     usage: CompletionUsage
+
+    @classmethod
+    def of(cls, completion: Completion, *, model: str) -> ChatCompletion:
+        return cls(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=model,
+            choices=[
+                ChatCompletionChoice(
+                    message=AssistantMessage(content=completion.content),
+                    finish_reason=completion.finish_reason,
+                )
+            ],
+            usage=CompletionUsage(
+                prompt_tokens=completion.usage.input_tokens,
+                completion_tokens=completion.usage.output_tokens,
+                total_tokens=completion.usage.total_tokens,
+            ),
+        )
 
 
 class ChunkDelta(BaseModel):

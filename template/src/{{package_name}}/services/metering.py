@@ -19,6 +19,7 @@ from ..errors import APIError
 from ..llm.base import EmbeddingRequest, Embeddings, TextDelta, Usage
 from ..llm.tokens import count_message_tokens, count_text_tokens
 from ..storage.usage import UsageRecord
+from .completions import CompletionService
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
@@ -26,10 +27,10 @@ if TYPE_CHECKING:
     from ..cache import ResponseCache
     from ..llm.base import ChatRequest, Completion, StreamEvent
     from ..ratelimit import RateLimiter, TierLimits, TokenReservation
+    from ..resources import Resources
     from ..security.principal import Principal
     from ..settings import ModelPrice
     from ..storage.usage import UsageRepository
-    from .completions import CompletionService
 
 
 class MeteredCompletions:
@@ -183,3 +184,32 @@ class MeteredCompletions:
                 created_at=datetime.now(UTC),
             )
         )
+
+
+async def admit_request(principal: Principal, resources: Resources) -> dict[str, str]:
+    """Count one request against the principal's tier (429 when over); its rate headers."""
+    limits = resources.settings.tier_limits[principal.tier]
+    decision = await resources.rate_limiter.admit_request(principal.rate_limit_key, limits)
+    if not decision.allowed:
+        msg = (
+            f"Rate limit of the {principal.tier} tier reached "
+            f"({limits.requests_per_minute} requests per minute); retry later"
+        )
+        raise APIError(429, msg, code="rate_limit_exceeded", headers=decision.headers())
+    return decision.headers()
+
+
+def metered_completions(
+    resources: Resources, principal: Principal, completions: CompletionService | None = None
+) -> MeteredCompletions:
+    """The principal's LLM calls, charged to its tier's budget, wherever they are made."""
+    settings = resources.settings
+    return MeteredCompletions(
+        completions or CompletionService.from_settings(resources.llm, settings),
+        principal=principal,
+        limits=settings.tier_limits[principal.tier],
+        limiter=resources.rate_limiter,
+        usage=resources.database.usage,
+        cache=resources.cache,
+        prices=settings.model_prices,
+    )

@@ -1,0 +1,329 @@
+"""Long-running jobs: submitted by a caller, run by a worker, read back (or cancelled) by id.
+
+Where a job's state lives is the `JobStore` (Redis); what runs it is a `JobQueue`, either
+the in-process runner or Celery. Whatever runs a job calls `run_job_attempt`, which claims
+it (so a job delivered twice runs once), keeps its lease while it works, stops when the
+job is cancelled, and finishes it: succeeded, failed, or queued again after a transient
+failure, for as many attempts as the settings allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import anyio
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import APIError
+from ..job_store import FINISHED, Job, JobError
+from ..llm.errors import ProviderError
+from ..storage.ids import is_id, new_id
+from .metering import admit_request, metered_completions
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from contextlib import AbstractAsyncContextManager
+
+    from ..job_store import JobStore
+    from ..resources import Resources
+    from ..security.principal import Principal
+    from ..settings import Settings
+    from .metering import MeteredCompletions
+
+logger = structlog.get_logger(__name__)
+
+
+class JobQueue(Protocol):
+    """What runs jobs: it is handed each new job, and told when one is cancelled."""
+
+    # Who holds the lease of a job while it waits in this queue, when anyone does: the
+    # in-process runner does, so that the jobs of a process that died are noticed.
+    lease_holder: str | None
+    # Whether a job whose worker died can go to another worker (Celery's can), rather than
+    # fail.
+    requeues_lost_jobs: bool
+
+    def running(self, resources: Resources) -> AbstractAsyncContextManager[None]:
+        """Run (or send off) jobs for as long as the service runs."""
+        ...
+
+    async def enqueue(self, job_id: str) -> None: ...
+
+    def cancelled(self, job_id: str) -> None:
+        """Stop the job now if it runs here (elsewhere, its worker notices at its lease)."""
+
+
+class JobInterruptedError(Exception):
+    """The job was cancelled (or taken from this worker) while it ran."""
+
+
+@dataclass
+class JobContext:
+    """What a job's executor works with: its input, its caller's budget, its checkpoints."""
+
+    job: Job
+    resources: Resources
+    store: JobStore
+    token: str
+    # Bounds the job's items in flight (completions, batches of embeddings).
+    slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.resources.settings.jobs_concurrency)
+
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    def completions(self) -> MeteredCompletions:
+        """LLM calls charged to the job's caller, against its tier's limits."""
+        return metered_completions(self.resources, self.job.principal)
+
+    async def admit(self) -> None:
+        """Count one request against the caller's rate limit, as the same call over HTTP."""
+        await admit_request(self.job.principal, self.resources)
+
+    async def finished_items(self) -> dict[int, Any]:
+        """Items an earlier attempt finished: a job run again does only the rest."""
+        return await self.store.items(self.job.id)
+
+    async def save_item(self, index: int, value: Any, *, total: int) -> None:
+        status = await self.store.save_item(
+            self.job.id, token=self.token, index=index, value=value, total=total
+        )
+        if status != "running":
+            raise JobInterruptedError(status)
+
+    async def report_progress(self, progress: float) -> None:
+        status = await self.store.set_progress(self.job.id, token=self.token, progress=progress)
+        if status != "running":
+            raise JobInterruptedError(status)
+
+
+# Runs one kind of job and returns its result, which must serialise to JSON.
+Executor: TypeAlias = Callable[[JobContext], Awaitable[Any]]
+
+
+class TransientJobError(Exception):
+    """A failure worth another attempt later (a server that could not be reached)."""
+
+
+_TRANSIENT = (TransientJobError, RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+
+def first_error(error: BaseException) -> BaseException:
+    """The error itself, or the first of a task group's."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, ProviderError):
+        return error.retryable
+    return isinstance(error, _TRANSIENT)
+
+
+def job_error(error: BaseException) -> JobError:
+    """What the caller is told about a failure."""
+    if isinstance(error, APIError | ProviderError):
+        return JobError(error.code or "invalid_request", error.message)
+    if is_transient(error):
+        return JobError("service_unavailable", f"A server the job needs failed: {error}")
+    return JobError("internal_error", "The job failed unexpectedly; it has been logged")
+
+
+WORKER_LOST = JobError("worker_lost", "The process running this job stopped before it finished")
+WORKER_STOPPED = JobError("worker_stopped", "The service stopped while this job was running")
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Exponential backoff: base, 2 x base, 4 x base... capped."""
+    backoff = settings.jobs_retry_base_delay * float(2 ** (attempts - 1))
+    return min(settings.jobs_retry_max_delay, backoff)
+
+
+async def run_job_attempt(
+    resources: Resources,
+    job_id: str,
+    *,
+    token: str,
+    executors: Mapping[str, Executor],
+    keep_lease_between_attempts: bool,
+) -> float | None:
+    """Run the job if it can be claimed. Returns the seconds to wait before its next
+    attempt when a transient failure queued it again; None when there is nothing more to
+    do (it finished, was cancelled, or another worker has it)."""
+    settings = resources.settings
+    store = resources.jobs
+    lease = settings.jobs_lease_seconds
+    claim = await store.claim(job_id, token=token, lease_seconds=lease)
+    log = logger.bind(job_id=job_id, attempt=claim.attempts)
+    if not claim.claimed:
+        log.info("job_not_claimed", status=claim.status)
+        return None
+    job = await store.get(job_id)
+    if job is None:  # expired between the claim and the read: nothing left to run
+        return None
+    executor = executors[job.kind]
+    context = JobContext(job, resources, store, token)
+    log = log.bind(kind=job.kind)
+    log.info("job_started")
+    work = asyncio.ensure_future(executor(context))
+    keeper = asyncio.create_task(_keep_lease(store, job_id, token, lease, work))
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        with anyio.CancelScope(shield=True):
+            stopped = await store.finish(job_id, token=token, status="failed", error=WORKER_STOPPED)
+        if not stopped:
+            # Cancelled (or taken over) first, which is why its work was stopped.
+            log.info("job_interrupted")
+            return None
+        log.warning("job_stopped_by_shutdown")
+        raise
+    except Exception as raised:  # noqa: BLE001 (every failure ends the attempt, and is told)
+        error = first_error(raised)
+        if isinstance(error, JobInterruptedError):
+            log.info("job_interrupted", status=str(error))
+            return None
+        return await _failed_attempt(
+            resources, job, claim.attempts, token, error, keep_lease_between_attempts
+        )
+    finally:
+        keeper.cancel()
+    await store.finish(job_id, token=token, status="succeeded", result=result)
+    log.info("job_succeeded")
+    return None
+
+
+async def _failed_attempt(
+    resources: Resources,
+    job: Job,
+    attempts: int,
+    token: str,
+    error: BaseException,
+    keep_lease: bool,
+) -> float | None:
+    settings = resources.settings
+    store = resources.jobs
+    log = logger.bind(job_id=job.id, kind=job.kind, attempt=attempts)
+    described = job_error(error)
+    if is_transient(error) and attempts < settings.jobs_max_attempts:
+        delay = retry_delay(settings, attempts)
+        await store.release(
+            job.id,
+            token=token,
+            error=described,
+            keep_lease_seconds=settings.jobs_lease_seconds + delay if keep_lease else None,
+        )
+        log.warning("job_attempt_failed", error=described.message, retry_in=delay)
+        return delay
+    if described.code == "internal_error":
+        log.error("job_failed", exc_info=error)
+    else:
+        log.warning("job_failed", error=described.message)
+    await store.finish(job.id, token=token, status="failed", error=described)
+    return None
+
+
+async def _keep_lease(
+    store: JobStore,
+    job_id: str,
+    token: str,
+    lease: float,
+    work: asyncio.Future[Any],
+) -> None:
+    """Renew the lease while the job runs; stop the work when the job is no longer ours."""
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            [status] = await store.renew([job_id], token=token, lease_seconds=lease)
+        except RedisError:
+            # Redis is away: keep working; a lease that passes meanwhile gives the job up.
+            continue
+        if status != "running":
+            work.cancel()
+            return
+
+
+async def sweep_lost_jobs(resources: Resources, queue: JobQueue) -> None:
+    """Find the jobs whose lease passed (their process died) and requeue or fail them."""
+    store = resources.jobs
+    for job_id in await store.expired():
+        outcome = await store.expire(
+            job_id,
+            requeue=queue.requeues_lost_jobs,
+            max_attempts=resources.settings.jobs_max_attempts,
+            error=WORKER_LOST,
+        )
+        if outcome in ("requeued", "failed"):
+            logger.warning("job_worker_lost", job_id=job_id, outcome=outcome)
+        if outcome == "requeued":
+            await queue.enqueue(job_id)
+
+
+async def sweep_forever(resources: Resources, queue: JobQueue) -> None:
+    """Sweep every third of a lease, for as long as the service runs."""
+    while True:
+        await asyncio.sleep(resources.settings.jobs_lease_seconds / 3)
+        try:
+            await sweep_lost_jobs(resources, queue)
+        except RedisError as error:
+            logger.warning("job_sweep_failed", error=str(error))
+
+
+class JobService:
+    """The caller's view: submit, read and cancel its own jobs (others' are not found)."""
+
+    def __init__(self, resources: Resources, queue: JobQueue, principal: Principal) -> None:
+        self.resources = resources
+        self.store = resources.jobs
+        self.queue = queue
+        self.principal = principal
+
+    async def submit(self, kind: str, input_: Mapping[str, Any]) -> Job:
+        job_id = new_id()
+        await self.store.create(
+            job_id=job_id,
+            kind=kind,
+            principal=self.principal,
+            input_=input_,
+            lease_holder=self.queue.lease_holder,
+            lease_seconds=self.resources.settings.jobs_lease_seconds,
+        )
+        await self.queue.enqueue(job_id)
+        return await self.get(job_id)
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.store.get(job_id) if is_id(job_id) else None
+        if job is None or job.owner_id != self.principal.id:
+            raise APIError(404, f"No job {job_id}", code="job_not_found")
+        if job.status not in FINISHED and job.lease_until is not None:
+            # Its worker may have died since the last sweep: find out now, not later.
+            outcome = await self.store.expire(
+                job_id,
+                requeue=self.queue.requeues_lost_jobs,
+                max_attempts=self.resources.settings.jobs_max_attempts,
+                error=WORKER_LOST,
+            )
+            if outcome == "requeued":
+                await self.queue.enqueue(job_id)
+            if outcome != "alive":
+                job = await self.store.get(job_id) or job
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        job = await self.get(job_id)
+        if job.status in ("succeeded", "failed"):
+            msg = f"Job {job_id} has already {job.status}; there is nothing to cancel"
+            raise APIError(409, msg, code="job_finished")
+        await self.store.cancel(job_id)
+        self.queue.cancelled(job_id)
+        return await self.get(job_id)
