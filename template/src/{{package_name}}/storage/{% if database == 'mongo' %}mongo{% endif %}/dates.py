@@ -1,4 +1,4 @@
-"""Helpers for mapping documents to the storage records."""
+"""Datetimes as the server hands them back, made timezone-aware."""
 
 from __future__ import annotations
 
