@@ -31,8 +31,9 @@ MARKERS: dict[tuple[str, tuple[Any, ...]], tuple[str, ...]] = {
     ("auth", ("jwt",)): ("jwt", "refresh_token"),
     ("auth", ("api_key",)): ("api-keys", "api_keys", "apikey"),
     ("task_queue", ("celery",)): ("celery",),
+    ("task_queue", ("none",)): ("jobs_max_running",),
     ("llm_provider", ("anthropic",)): ("anthropic",),
-    ("rag", (True,)): ("pgvector", "vectorsearch"),
+    ("rag", (True,)): ("pgvector", "vectorsearch", "rag_", "/v1/documents", "pypdf"),
     ("streaming", ("websocket", "both")): ("websocket", "fanout", "pub/sub", "/ws/"),
 }
 SECRET_MARKERS = ("secret_key",)  # only where a caller must be authenticated

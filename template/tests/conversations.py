@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,3 +21,13 @@ async def messages_of(client: httpx2.AsyncClient, conversation_id: str) -> list[
     assert response.status_code == 200, response.text
     messages: list[dict[str, Any]] = response.json()["data"]
     return messages
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The named events of a Server-Sent Events body, with their JSON data."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events

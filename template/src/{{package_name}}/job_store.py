@@ -11,7 +11,7 @@ it (its `worker` token) can save items, renew the lease or finish it.
 
 A running job holds a lease that its worker renews while it lives. A job whose lease has
 passed belongs to a process that died: `expire` puts it back in the queue (when its worker
-can be replaced, as Celery's can) or marks it failed. Leases are also kept in a sorted set,
+can be replaced by another) or marks it failed. Leases are also kept in a sorted set,
 so any replica can find the expired ones without scanning every job. Times are Redis's own
 clock (`TIME`), so the replicas' clocks do not have to agree.
 """
@@ -236,7 +236,8 @@ class JobStore:
         self._expire = redis.register_script(_EXPIRE)
 
     def _keys(self, job_id: str) -> list[str]:
-        job = f"{self.namespace}:job:{{{job_id}}}"
+        # The id in braces: a Redis Cluster hash tag, one slot for both keys.
+        job = f"{self.namespace}:job:" + "{" + job_id + "}"
         return [job, f"{job}:items"]
 
     async def create(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ..errors import APIError
 from ..llm.base import EmbeddingRequest
@@ -21,13 +21,9 @@ from .completions import CompletionService
 from .jobs import is_transient, job_error
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from ..resources import Resources
     from ..security.principal import Principal
     from .jobs import JobContext
-
-T = TypeVar("T")
 
 
 async def check_chat_completions(
@@ -74,9 +70,9 @@ async def run_chat_completions(context: JobContext) -> dict[str, Any]:
         request = body.to_chat_request(default_max_tokens)
         async with context.slots:
             try:
-                await _when_admitted(context, context.admit)
-                completion, _cached = await _when_admitted(
-                    context, lambda: completions.complete(request)
+                await context.within_limits(context.admit)
+                completion, _cached = await context.within_limits(
+                    lambda: completions.complete(request)
                 )
             except (APIError, ProviderError) as error:
                 if is_transient(error):
@@ -105,8 +101,8 @@ async def run_embeddings(context: JobContext) -> dict[str, Any]:
     async def embed(index: int, texts: list[str]) -> None:
         request = EmbeddingRequest(job.model, texts, job.dimensions)
         async with context.slots:
-            await _when_admitted(context, context.admit)
-            result, _cached = await _when_admitted(context, lambda: completions.embed(request))
+            await context.within_limits(context.admit)
+            result, _cached = await context.within_limits(lambda: completions.embed(request))
         batch = {"vectors": result.vectors, "tokens": result.input_tokens}
         await context.save_item(index, batch, total=len(batches))
 
@@ -126,19 +122,3 @@ async def run_embeddings(context: JobContext) -> dict[str, Any]:
         "model": job.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-
-
-async def _when_admitted(context: JobContext, call: Callable[[], Awaitable[T]]) -> T:
-    """The call, waited for while the caller is over its rate limit, up to the setting."""
-    waited = 0.0
-    while True:
-        try:
-            return await call()
-        except APIError as error:
-            if error.code != "rate_limit_exceeded":
-                raise
-            delay = float(error.headers.get("Retry-After", "1"))
-            if waited + delay > context.settings.jobs_rate_limit_max_wait:
-                raise
-        await asyncio.sleep(delay)
-        waited += delay

@@ -1,7 +1,7 @@
 """Long-running jobs: submitted by a caller, run by a worker, read back (or cancelled) by id.
 
 Where a job's state lives is the `JobStore` (Redis); what runs it is a `JobQueue`, either
-the in-process runner or Celery. Whatever runs a job calls `run_job_attempt`, which claims
+an in-process runner or a pool of workers. Whatever runs a job calls `run_job_attempt`, which claims
 it (so a job delivered twice runs once), keeps its lease while it works, stops when the
 job is cancelled, and finishes it: succeeded, failed, or queued again after a transient
 failure, for as many attempts as the settings allow.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 import anyio
 import structlog
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 logger = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 
 class JobQueue(Protocol):
     """What runs jobs: it is handed each new job, and told when one is cancelled."""
@@ -45,9 +47,10 @@ class JobQueue(Protocol):
     # Who holds the lease of a job while it waits in this queue, when anyone does: the
     # in-process runner does, so that the jobs of a process that died are noticed.
     lease_holder: str | None
-    # Whether a job whose worker died can go to another worker (Celery's can), rather than
-    # fail.
+    # Whether a job whose worker died can go to another worker, rather than fail.
     requeues_lost_jobs: bool
+    # The kinds of job it runs.
+    kinds: Mapping[str, JobKind]
 
     def running(self, resources: Resources) -> AbstractAsyncContextManager[None]:
         """Run (or send off) jobs for as long as the service runs."""
@@ -89,6 +92,22 @@ class JobContext:
         """Count one request against the caller's rate limit, as the same call over HTTP."""
         await admit_request(self.job.principal, self.resources)
 
+    async def within_limits(self, call: Callable[[], Awaitable[T]]) -> T:
+        """The call, waited for while the caller is over its rate limit (up to the
+        setting), as an HTTP caller would retry after `Retry-After`."""
+        waited = 0.0
+        while True:
+            try:
+                return await call()
+            except APIError as error:
+                if error.code != "rate_limit_exceeded":
+                    raise
+                delay = float(error.headers.get("Retry-After", "1"))
+                if waited + delay > self.settings.jobs_rate_limit_max_wait:
+                    raise
+            await asyncio.sleep(delay)
+            waited += delay
+
     async def finished_items(self) -> dict[int, Any]:
         """Items an earlier attempt finished: a job run again does only the rest."""
         return await self.store.items(self.job.id)
@@ -108,6 +127,16 @@ class JobContext:
 
 # Runs one kind of job and returns its result, which must serialise to JSON.
 Executor: TypeAlias = Callable[[JobContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class JobKind:
+    # Refuses (with an APIError) what could not run, before the job is queued.
+    check: Callable[[Any, Resources, Principal], Awaitable[None]]
+    run: Executor
+    # Told when a job of this kind ends without succeeding: failed, cancelled, or lost with
+    # its worker (then its executor could not say so itself).
+    on_failure: Callable[[Job, Resources, JobError], Awaitable[None]] | None = None
 
 
 class TransientJobError(Exception):
@@ -141,6 +170,7 @@ def job_error(error: BaseException) -> JobError:
 
 WORKER_LOST = JobError("worker_lost", "The process running this job stopped before it finished")
 WORKER_STOPPED = JobError("worker_stopped", "The service stopped while this job was running")
+CANCELLED = JobError("cancelled", "The job was cancelled")
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:
@@ -154,7 +184,7 @@ async def run_job_attempt(
     job_id: str,
     *,
     token: str,
-    executors: Mapping[str, Executor],
+    kinds: Mapping[str, JobKind],
     keep_lease_between_attempts: bool,
 ) -> float | None:
     """Run the job if it can be claimed. Returns the seconds to wait before its next
@@ -171,11 +201,11 @@ async def run_job_attempt(
     job = await store.get(job_id)
     if job is None:  # expired between the claim and the read: nothing left to run
         return None
-    executor = executors[job.kind]
+    kind = kinds[job.kind]
     context = JobContext(job, resources, store, token)
     log = log.bind(kind=job.kind)
     log.info("job_started")
-    work = asyncio.ensure_future(executor(context))
+    work = asyncio.ensure_future(kind.run(context))
     keeper = asyncio.create_task(_keep_lease(store, job_id, token, lease, work))
     try:
         result = await work
@@ -187,6 +217,8 @@ async def run_job_attempt(
             log.info("job_interrupted")
             return None
         log.warning("job_stopped_by_shutdown")
+        with anyio.CancelScope(shield=True):
+            await failed(kind, job, resources, WORKER_STOPPED)
         raise
     except Exception as raised:  # noqa: BLE001 (every failure ends the attempt, and is told)
         error = first_error(raised)
@@ -194,7 +226,7 @@ async def run_job_attempt(
             log.info("job_interrupted", status=str(error))
             return None
         return await _failed_attempt(
-            resources, job, claim.attempts, token, error, keep_lease_between_attempts
+            resources, kind, job, claim.attempts, token, error, keep_lease_between_attempts
         )
     finally:
         keeper.cancel()
@@ -205,6 +237,7 @@ async def run_job_attempt(
 
 async def _failed_attempt(
     resources: Resources,
+    kind: JobKind,
     job: Job,
     attempts: int,
     token: str,
@@ -229,8 +262,19 @@ async def _failed_attempt(
         log.error("job_failed", exc_info=error)
     else:
         log.warning("job_failed", error=described.message)
-    await store.finish(job.id, token=token, status="failed", error=described)
+    if await store.finish(job.id, token=token, status="failed", error=described):
+        await failed(kind, job, resources, described)
     return None
+
+
+async def failed(kind: JobKind, job: Job, resources: Resources, error: JobError) -> None:
+    """Tell the job's kind that it will not succeed; a failure to listen is only logged."""
+    if kind.on_failure is None:
+        return
+    try:
+        await kind.on_failure(job, resources, error)
+    except Exception:
+        logger.exception("job_failure_hook_failed", job_id=job.id, kind=job.kind)
 
 
 async def _keep_lease(
@@ -267,6 +311,8 @@ async def sweep_lost_jobs(resources: Resources, queue: JobQueue) -> None:
             logger.warning("job_worker_lost", job_id=job_id, outcome=outcome)
         if outcome == "requeued":
             await queue.enqueue(job_id)
+        elif outcome == "failed" and (job := await store.get(job_id)):
+            await failed(queue.kinds[job.kind], job, resources, WORKER_LOST)
 
 
 async def sweep_forever(resources: Resources, queue: JobQueue) -> None:
@@ -315,6 +361,8 @@ class JobService:
             )
             if outcome == "requeued":
                 await self.queue.enqueue(job_id)
+            if outcome == "failed":
+                await failed(self.queue.kinds[job.kind], job, self.resources, WORKER_LOST)
             if outcome != "alive":
                 job = await self.store.get(job_id) or job
         return job
@@ -324,6 +372,7 @@ class JobService:
         if job.status in ("succeeded", "failed"):
             msg = f"Job {job_id} has already {job.status}; there is nothing to cancel"
             raise APIError(409, msg, code="job_finished")
-        await self.store.cancel(job_id)
-        self.queue.cancelled(job_id)
+        if await self.store.cancel(job_id) in ("queued", "running"):
+            self.queue.cancelled(job_id)
+            await failed(self.queue.kinds[job.kind], job, self.resources, CANCELLED)
         return await self.get(job_id)
