@@ -75,9 +75,10 @@ async def run_chat_completions(context: JobContext) -> dict[str, Any]:
                     lambda: completions.complete(request)
                 )
             except (APIError, ProviderError) as error:
-                if is_transient(error):
+                if is_transient(error, context.resources):
                     raise
-                outcome: dict[str, Any] = {"index": index, "error": asdict(job_error(error))}
+                failure = job_error(error, context.resources)
+                outcome: dict[str, Any] = {"index": index, "error": asdict(failure)}
             else:
                 response = ChatCompletion.of(completion, model=body.model)
                 outcome = {"index": index, "response": response.model_dump(mode="json")}

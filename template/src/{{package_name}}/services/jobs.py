@@ -1,10 +1,10 @@
 """Long-running jobs: submitted by a caller, run by a worker, read back (or cancelled) by id.
 
-Where a job's state lives is the `JobStore` (Redis); what runs it is a `JobQueue`, either
-an in-process runner or a pool of workers. Whatever runs a job calls `run_job_attempt`, which claims
-it (so a job delivered twice runs once), keeps its lease while it works, stops when the
-job is cancelled, and finishes it: succeeded, failed, or queued again after a transient
-failure, for as many attempts as the settings allow.
+A job's state lives in the `JobStore` (Redis); what runs it is a `JobQueue`, an in-process
+runner or a pool of workers. Whatever runs a job calls `run_job_attempt`, which claims it
+(so a job delivered twice runs once), keeps its lease while it works, stops when the job is
+cancelled, and finishes it: succeeded, failed, or queued again after a transient failure,
+for as many attempts as the settings allow.
 """
 
 from __future__ import annotations
@@ -139,11 +139,8 @@ class JobKind:
     on_failure: Callable[[Job, Resources, JobError], Awaitable[None]] | None = None
 
 
-class TransientJobError(Exception):
-    """A failure worth another attempt later (a server that could not be reached)."""
-
-
-_TRANSIENT = (TransientJobError, RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+# Redis, or any server reached over a socket, that did not answer.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def first_error(error: BaseException) -> BaseException:
@@ -153,18 +150,20 @@ def first_error(error: BaseException) -> BaseException:
     return error
 
 
-def is_transient(error: BaseException) -> bool:
+def is_transient(error: BaseException, resources: Resources) -> bool:
+    """Whether another attempt, later, may succeed: a server was unreachable, or the
+    provider failed in a way worth retrying."""
     if isinstance(error, ProviderError):
         return error.retryable
-    return isinstance(error, _TRANSIENT)
+    return isinstance(error, _UNREACHABLE) or resources.database.is_unavailable(error)
 
 
-def job_error(error: BaseException) -> JobError:
+def job_error(error: BaseException, resources: Resources) -> JobError:
     """What the caller is told about a failure."""
     if isinstance(error, APIError | ProviderError):
         return JobError(error.code or "invalid_request", error.message)
-    if is_transient(error):
-        return JobError("service_unavailable", f"A server the job needs failed: {error}")
+    if is_transient(error, resources):
+        return JobError("service_unavailable", "A server the job needs could not be reached")
     return JobError("internal_error", "The job failed unexpectedly; it has been logged")
 
 
@@ -247,8 +246,8 @@ async def _failed_attempt(
     settings = resources.settings
     store = resources.jobs
     log = logger.bind(job_id=job.id, kind=job.kind, attempt=attempts)
-    described = job_error(error)
-    if is_transient(error) and attempts < settings.jobs_max_attempts:
+    described = job_error(error, resources)
+    if is_transient(error, resources) and attempts < settings.jobs_max_attempts:
         delay = retry_delay(settings, attempts)
         await store.release(
             job.id,
