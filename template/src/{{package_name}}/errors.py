@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 import structlog
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api.disconnect import ClientDisconnectedError
@@ -138,6 +141,13 @@ async def handle_rate_limiter_unavailable(
     return error_response(503, msg, code="rate_limiter_unavailable", headers={"Retry-After": "1"})
 
 
+async def handle_redis_unavailable(_request: Request, exc: RedisError) -> JSONResponse:
+    # What lives in Redis (jobs, the cache, limits failing open) cannot be read or written.
+    logger.error("redis_unavailable", error=str(exc))
+    msg = "A server the service needs is not answering; try again shortly"
+    return error_response(503, msg, code="service_unavailable", headers={"Retry-After": "1"})
+
+
 async def handle_client_disconnected(_request: Request, _exc: ClientDisconnectedError) -> Response:
     # Nobody reads this answer; 499 (nginx's "client closed request") marks it in the logs.
     return Response(status_code=499)
@@ -162,5 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(ProviderError)(handle_provider_error)
     app.exception_handler(ClientDisconnectedError)(handle_client_disconnected)
     app.exception_handler(RateLimiterUnavailableError)(handle_rate_limiter_unavailable)
+    app.exception_handler(RedisConnectionError)(handle_redis_unavailable)
+    app.exception_handler(RedisTimeoutError)(handle_redis_unavailable)
     # Starlette hands `Exception` to its outermost middleware: the last word on any failure.
     app.exception_handler(Exception)(handle_unexpected_error)

@@ -274,6 +274,11 @@ class JobStore:
                 pipe.zadd(self._leases, {job_id: lease_until})
             await pipe.execute()
 
+    async def discard(self, job_id: str) -> None:
+        """Forget a job that was never queued."""
+        await self.redis.delete(*self._keys(job_id))
+        await self.redis.zrem(self._leases, job_id)
+
     async def get(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(self._keys(job_id)[0])
         data = {_text(key): _text(value) for key, value in raw.items()}

@@ -62,6 +62,10 @@ class JobQueue(Protocol):
         """Stop the job now if it runs here (elsewhere, its worker notices at its lease)."""
 
 
+class QueueUnavailableError(Exception):
+    """The job could not be handed to what runs jobs (its broker did not answer)."""
+
+
 class JobInterruptedError(Exception):
     """The job was cancelled (or taken from this worker) while it ran."""
 
@@ -343,7 +347,15 @@ class JobService:
             lease_holder=self.queue.lease_holder,
             lease_seconds=self.resources.settings.jobs_lease_seconds,
         )
-        await self.queue.enqueue(job_id)
+        try:
+            await self.queue.enqueue(job_id)
+        except QueueUnavailableError as error:
+            # Never queued, never answered with its id: it must not linger as `queued`.
+            await self.store.discard(job_id)
+            msg = "Jobs cannot be queued right now; try again shortly"
+            raise APIError(
+                503, msg, code="queue_unavailable", headers={"Retry-After": "1"}
+            ) from error
         return await self.get(job_id)
 
     async def get(self, job_id: str) -> Job:
