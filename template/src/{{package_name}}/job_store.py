@@ -155,6 +155,22 @@ return status or 'missing'
 """
 )
 
+# ARGV: token, error, retention_s. Fails a job this token holds, queued or running, whatever
+# its worker is doing: what it writes afterwards is refused. Returns its status before.
+_ABANDON = (
+    _NOW
+    + _FINISH_KEYS
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if (status == 'queued' or status == 'running')
+    and redis.call('HGET', KEYS[1], 'worker') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'error', ARGV[2])
+  close('failed', tonumber(ARGV[3]))
+end
+return status or 'missing'
+"""
+)
+
 # ARGV: requeue ('1' or '0'), max_attempts, error, retention_s. A job whose lease has passed
 # is queued again (when allowed and attempts remain) or failed. Returns `alive` when the
 # lease has not passed (or the job holds none), else `requeued`, `failed` or its status.
@@ -233,6 +249,7 @@ class JobStore:
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
         self._cancel = redis.register_script(_CANCEL)
+        self._abandon = redis.register_script(_ABANDON)
         self._expire = redis.register_script(_EXPIRE)
 
     def _keys(self, job_id: str) -> list[str]:
@@ -389,6 +406,15 @@ class JobStore:
         before: bytes = await self._cancel(keys=self._keys(job_id), args=[self.retention_seconds])
         await self.redis.zrem(self._leases, job_id)
         return before.decode()
+
+    async def abandon(self, job_id: str, *, token: str, error: JobError) -> bool:
+        """Fail a job `token` holds, queued or running; whether it did."""
+        before: bytes = await self._abandon(
+            keys=self._keys(job_id),
+            args=[token, json.dumps(asdict(error)), self.retention_seconds],
+        )
+        await self.redis.zrem(self._leases, job_id)
+        return before in (b"queued", b"running")
 
     async def expire(
         self, job_id: str, *, requeue: bool, max_attempts: int, error: JobError
