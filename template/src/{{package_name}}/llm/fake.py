@@ -15,6 +15,8 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import anyio
+
 from .base import (
     ChatRequest,
     Completion,
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from .embedder import HashingEmbedder
 
 FakeFailure = Literal["none", "rate_limit", "server_error", "error_mid_stream", "hang"]
+
+# Up to this many inputs are embedded on the event loop; more go to a worker thread.
+_INLINE_EMBEDDINGS = 8
 
 # Words of at most four letters: each is one token of the estimate in `llm.tokens`.
 _VOCABULARY = (
@@ -209,7 +214,12 @@ class FakeProvider:
         yield StreamEnd(finish_reason=completion.finish_reason, usage=completion.usage)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
-        vectors = [self.embedder.embed(text, request.dimensions) for text in request.inputs]
+        def embed_all() -> list[list[float]]:
+            return [self.embedder.embed(text, request.dimensions) for text in request.inputs]
+
+        # Hashing a batch of chunks is tens of milliseconds of CPU: not on the event loop.
+        many = len(request.inputs) > _INLINE_EMBEDDINGS
+        vectors = await anyio.to_thread.run_sync(embed_all) if many else embed_all()
         return Embeddings(vectors, sum(count_text_tokens(text) for text in request.inputs))
 
     def _start_call(self) -> bool:

@@ -69,6 +69,7 @@ async def run_chat_completions(context: JobContext) -> dict[str, Any]:
     async def answer(index: int, body: ChatCompletionRequest) -> None:
         request = body.to_chat_request(default_max_tokens)
         async with context.slots:
+            context.check()
             try:
                 await context.within_limits(context.admit)
                 completion, _cached = await context.within_limits(
@@ -102,6 +103,7 @@ async def run_embeddings(context: JobContext) -> dict[str, Any]:
     async def embed(index: int, texts: list[str]) -> None:
         request = EmbeddingRequest(job.model, texts, job.dimensions)
         async with context.slots:
+            context.check()
             await context.within_limits(context.admit)
             result, _cached = await context.within_limits(lambda: completions.embed(request))
         batch = {"vectors": result.vectors, "tokens": result.input_tokens}

@@ -78,6 +78,9 @@ class JobContext:
     resources: Resources
     store: JobStore
     token: str
+    # Set when the job must stop (cancelled, taken over, the service stopping): it stops
+    # before its next item, rather than being cancelled in the middle of a call.
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
     # Bounds the job's items in flight (completions, batches of embeddings).
     slots: asyncio.Semaphore = field(init=False)
 
@@ -112,11 +115,17 @@ class JobContext:
             await asyncio.sleep(delay)
             waited += delay
 
+    def check(self) -> None:
+        """Raise when the job must stop: between items, never in the middle of one."""
+        if self.stop.is_set():
+            raise JobInterruptedError("stopped")
+
     async def finished_items(self) -> dict[int, Any]:
         """Items an earlier attempt finished: a job run again does only the rest."""
         return await self.store.items(self.job.id)
 
     async def save_item(self, index: int, value: Any, *, total: int) -> None:
+        self.check()
         status = await self.store.save_item(
             self.job.id, token=self.token, index=index, value=value, total=total
         )
@@ -124,6 +133,7 @@ class JobContext:
             raise JobInterruptedError(status)
 
     async def report_progress(self, progress: float) -> None:
+        self.check()
         status = await self.store.set_progress(self.job.id, token=self.token, progress=progress)
         if status != "running":
             raise JobInterruptedError(status)
@@ -189,6 +199,7 @@ async def run_job_attempt(
     token: str,
     kinds: Mapping[str, JobKind],
     keep_lease_between_attempts: bool,
+    stop: asyncio.Event | None = None,
 ) -> float | None:
     """Run the job if it can be claimed. Returns the seconds to wait before its next
     attempt when a transient failure queued it again; None when there is nothing more to
@@ -205,23 +216,19 @@ async def run_job_attempt(
     if job is None:  # expired between the claim and the read: nothing left to run
         return None
     kind = kinds[job.kind]
-    context = JobContext(job, resources, store, token)
+    context = JobContext(job, resources, store, token, stop or asyncio.Event())
     log = log.bind(kind=job.kind)
     log.info("job_started")
-    work = asyncio.ensure_future(kind.run(context))
-    keeper = asyncio.create_task(_keep_lease(store, job_id, token, lease, work))
+    keeper = asyncio.create_task(_keep_lease(store, job_id, token, lease, context.stop))
     try:
-        result = await work
+        result = await kind.run(context)
     except asyncio.CancelledError:
+        # Stopped from outside (the service shutting down); its queue has failed it already
+        # when it could, and a job that is still ours is failed here.
         with anyio.CancelScope(shield=True):
-            stopped = await store.finish(job_id, token=token, status="failed", error=WORKER_STOPPED)
-        if not stopped:
-            # Cancelled (or taken over) first, which is why its work was stopped.
-            log.info("job_interrupted")
-            return None
+            if await store.finish(job_id, token=token, status="failed", error=WORKER_STOPPED):
+                await failed(kind, job, resources, WORKER_STOPPED)
         log.warning("job_stopped_by_shutdown")
-        with anyio.CancelScope(shield=True):
-            await failed(kind, job, resources, WORKER_STOPPED)
         raise
     except Exception as raised:  # noqa: BLE001 (every failure ends the attempt, and is told)
         error = first_error(raised)
@@ -265,8 +272,10 @@ async def _failed_attempt(
         log.error("job_failed", exc_info=error)
     else:
         log.warning("job_failed", error=described.message)
-    if await store.finish(job.id, token=token, status="failed", error=described):
-        await failed(kind, job, resources, described)
+    # The kind hears of it first: whoever reads the failed job then sees its consequences
+    # (a document marked failed with it).
+    await failed(kind, job, resources, described)
+    await store.finish(job.id, token=token, status="failed", error=described)
     return None
 
 
@@ -285,9 +294,10 @@ async def _keep_lease(
     job_id: str,
     token: str,
     lease: float,
-    work: asyncio.Future[Any],
+    stop: asyncio.Event,
 ) -> None:
-    """Renew the lease while the job runs; stop the work when the job is no longer ours."""
+    """Renew the lease while the job runs; tell the work to stop when the job is no longer
+    ours (cancelled, or taken over after a lease that passed)."""
     while True:
         await asyncio.sleep(lease / 3)
         try:
@@ -296,7 +306,7 @@ async def _keep_lease(
             # Redis is away: keep working; a lease that passes meanwhile gives the job up.
             continue
         if status != "running":
-            work.cancel()
+            stop.set()
             return
 
 
