@@ -176,7 +176,7 @@ def instrument(package: str) -> None:
         "ingest: report progress", jobs.JobContext.report_progress
     )
     fake = module("llm.fake").FakeProvider
-    fake.embed = timed("provider embed (hashing, on the loop)", fake.embed)
+    fake.embed = timed("provider embed (hashing)", fake.embed)
     fake.complete = timed("provider complete (fake answer)", fake.complete)
     metering = module("services.metering").MeteredCompletions
     metering.embed = timed("metered embed (limits, cache, usage)", metering.embed)
