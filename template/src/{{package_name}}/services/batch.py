@@ -8,7 +8,6 @@ interrupted leaves its finished items for the next attempt, which does only the 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -68,27 +67,22 @@ async def run_chat_completions(context: JobContext) -> dict[str, Any]:
 
     async def answer(index: int, body: ChatCompletionRequest) -> None:
         request = body.to_chat_request(default_max_tokens)
-        async with context.slots:
-            context.check()
-            try:
-                await context.within_limits(context.admit)
-                completion, _cached = await context.within_limits(
-                    lambda: completions.complete(request)
-                )
-            except (APIError, ProviderError) as error:
-                if is_transient(error, context.resources):
-                    raise
-                failure = job_error(error, context.resources)
-                outcome: dict[str, Any] = {"index": index, "error": asdict(failure)}
-            else:
-                response = ChatCompletion.of(completion, model=body.model)
-                outcome = {"index": index, "response": response.model_dump(mode="json")}
+        try:
+            await context.within_limits(context.admit)
+            completion, _cached = await context.within_limits(lambda: completions.complete(request))
+        except (APIError, ProviderError) as error:
+            if is_transient(error, context.resources):
+                raise
+            failure = job_error(error, context.resources)
+            outcome: dict[str, Any] = {"index": index, "error": asdict(failure)}
+        else:
+            response = ChatCompletion.of(completion, model=body.model)
+            outcome = {"index": index, "response": response.model_dump(mode="json")}
         await context.save_item(index, outcome, total=total)
 
-    async with asyncio.TaskGroup() as group:
-        for index, body in enumerate(job.requests):
-            if index not in done:
-                group.create_task(answer(index, body))
+    await context.for_each(
+        [(index, body) for index, body in enumerate(job.requests) if index not in done], answer
+    )
     items = await context.finished_items()
     return {"object": "list", "data": [items[index] for index in range(total)]}
 
@@ -102,17 +96,14 @@ async def run_embeddings(context: JobContext) -> dict[str, Any]:
 
     async def embed(index: int, texts: list[str]) -> None:
         request = EmbeddingRequest(job.model, texts, job.dimensions)
-        async with context.slots:
-            context.check()
-            await context.within_limits(context.admit)
-            result, _cached = await context.within_limits(lambda: completions.embed(request))
+        await context.within_limits(context.admit)
+        result, _cached = await context.within_limits(lambda: completions.embed(request))
         batch = {"vectors": result.vectors, "tokens": result.input_tokens}
         await context.save_item(index, batch, total=len(batches))
 
-    async with asyncio.TaskGroup() as group:
-        for index, texts in enumerate(batches):
-            if index not in done:
-                group.create_task(embed(index, texts))
+    await context.for_each(
+        [(index, texts) for index, texts in enumerate(batches) if index not in done], embed
+    )
     items = await context.finished_items()
     vectors = [vector for index in range(len(batches)) for vector in items[index]["vectors"]]
     tokens = sum(items[index]["tokens"] for index in range(len(batches)))

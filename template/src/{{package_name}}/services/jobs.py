@@ -27,7 +27,7 @@ from ..storage.ids import is_id, new_id
 from .metering import admit_request, metered_completions
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from ..job_store import JobStore
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 logger = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 class JobQueue(Protocol):
@@ -115,6 +116,29 @@ class JobContext:
             await asyncio.sleep(delay)
             waited += delay
 
+    async def for_each(
+        self, items: Sequence[tuple[int, Item]], work: Callable[[int, Item], Awaitable[None]]
+    ) -> None:
+        """`work` for each item, `jobs_concurrency` at a time. After a failure or a stop, the
+        items already running finish their call and no more start; then the first failure is
+        raised. Nothing is cancelled in the middle of a call, where a database or Redis
+        client could be left with a connection in an unknown state."""
+        failures: list[Exception] = []
+
+        async def one(index: int, item: Item) -> None:
+            async with self.slots:
+                if failures or self.stop.is_set():
+                    return
+                try:
+                    await work(index, item)
+                except Exception as error:  # noqa: BLE001 (raised once the others are done)
+                    failures.append(error)
+
+        await asyncio.gather(*(one(index, item) for index, item in items))
+        if failures:
+            raise failures[0]
+        self.check()
+
     def check(self) -> None:
         """Raise when the job must stop: between items, never in the middle of one."""
         if self.stop.is_set():
@@ -155,13 +179,6 @@ class JobKind:
 
 # Redis, or any server reached over a socket, that did not answer.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-
-
-def first_error(error: BaseException) -> BaseException:
-    """The error itself, or the first of a task group's."""
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
-        error = error.exceptions[0]
-    return error
 
 
 def is_transient(error: BaseException, resources: Resources) -> bool:
@@ -230,8 +247,7 @@ async def run_job_attempt(
                 await failed(kind, job, resources, WORKER_STOPPED)
         log.warning("job_stopped_by_shutdown")
         raise
-    except Exception as raised:  # noqa: BLE001 (every failure ends the attempt, and is told)
-        error = first_error(raised)
+    except Exception as error:  # noqa: BLE001 (every failure ends the attempt, and is told)
         if isinstance(error, JobInterruptedError):
             log.info("job_interrupted", status=str(error))
             return None
