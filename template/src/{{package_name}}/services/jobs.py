@@ -10,6 +10,7 @@ for as many attempts as the settings allow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
@@ -236,7 +237,10 @@ async def run_job_attempt(
     context = JobContext(job, resources, store, token, stop or asyncio.Event())
     log = log.bind(kind=job.kind)
     log.info("job_started")
-    keeper = asyncio.create_task(_keep_lease(store, job_id, token, lease, context.stop))
+    finished = asyncio.Event()
+    keeper = asyncio.create_task(
+        _keep_lease(store, job_id, token, lease, stop=context.stop, finished=finished)
+    )
     try:
         result = await kind.run(context)
     except asyncio.CancelledError:
@@ -255,7 +259,8 @@ async def run_job_attempt(
             resources, kind, job, claim.attempts, token, error, keep_lease_between_attempts
         )
     finally:
-        keeper.cancel()
+        finished.set()
+        await keeper
     await store.finish(job_id, token=token, status="succeeded", result=result)
     log.info("job_succeeded")
     return None
@@ -310,12 +315,13 @@ async def _keep_lease(
     job_id: str,
     token: str,
     lease: float,
+    *,
     stop: asyncio.Event,
+    finished: asyncio.Event,
 ) -> None:
-    """Renew the lease while the job runs; tell the work to stop when the job is no longer
-    ours (cancelled, or taken over after a lease that passed)."""
-    while True:
-        await asyncio.sleep(lease / 3)
+    """Renew the lease until the attempt is finished; tell the work to stop when the job
+    is no longer ours (cancelled, or taken over after a lease that passed)."""
+    while not await stopped_within(finished, lease / 3):
         try:
             [status] = await store.renew([job_id], token=token, lease_seconds=lease)
         except RedisError:
@@ -344,10 +350,21 @@ async def sweep_lost_jobs(resources: Resources, queue: JobQueue) -> None:
             await failed(queue.kinds[job.kind], job, resources, WORKER_LOST)
 
 
-async def sweep_forever(resources: Resources, queue: JobQueue) -> None:
-    """Sweep every third of a lease, for as long as the service runs."""
-    while True:
-        await asyncio.sleep(resources.settings.jobs_lease_seconds / 3)
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `stop`; whether it is set.
+
+    The loops that run beside the jobs end by this, not by being cancelled: a cancellation
+    that arrives during a Redis call can be lost in the client, and the loop then never ends.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    return stop.is_set()
+
+
+async def sweep_until(stop: asyncio.Event, resources: Resources, queue: JobQueue) -> None:
+    """Sweep every third of a lease, until `stop` is set."""
+    while not await stopped_within(stop, resources.settings.jobs_lease_seconds / 3):
         try:
             await sweep_lost_jobs(resources, queue)
         except RedisError as error:
