@@ -1,4 +1,5 @@
-"""`python -m <package>` (or the console script): serve the app with uvicorn."""
+"""`python -m <package>` (or the console script): serve the app with uvicorn, in one
+process; production runs gunicorn with `gunicorn.conf.py`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def main() -> None:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
+        # Streams get the grace period to finish (the app sees to it); the server waits a
+        # little longer before it cancels what is left.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection  # noqa: TC002 (FastAPI reads it)
 
+from ..lifecycle import Lifecycle
 from ..resources import Resources
 from ..services.completions import CompletionService
 from ..services.health import ReadinessService
@@ -19,6 +20,14 @@ def get_resources(connection: HTTPConnection) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_lifecycle(connection: HTTPConnection) -> Lifecycle:
+    lifecycle: Lifecycle = connection.app.state.lifecycle
+    return lifecycle
+
+
+LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 
 
 def get_readiness_service(resources: ResourcesDep) -> ReadinessService:

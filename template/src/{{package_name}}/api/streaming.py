@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
 
     from ..llm.base import StreamEvent
+    from ..settings import Settings
 
 DONE = "[DONE]"
 
@@ -50,11 +51,14 @@ _MARK = "\x00content\x00"
 
 
 def sse_response(
-    events: AsyncIterator[str] | AsyncIterator[dict[str, str]], *, ping_interval: float
+    events: AsyncIterator[str] | AsyncIterator[dict[str, str]], settings: Settings
 ) -> EventSourceResponse:
     return EventSourceResponse(
         events,
-        ping=ping_interval,
+        ping=settings.sse_ping_interval,
+        # On SIGTERM a stream goes on to its end for up to the grace period (sse-starlette
+        # would otherwise cut it at once); the server's own timeout is longer.
+        shutdown_grace_period=settings.shutdown_grace_seconds,
         # `\n\n` between events, as OpenAI sends them (sse-starlette defaults to `\r\n`).
         sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

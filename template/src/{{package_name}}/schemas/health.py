@@ -6,7 +6,7 @@ from pydantic import BaseModel
 
 
 class Liveness(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "shutting_down"]
 
 
 class CheckResult(BaseModel):
@@ -16,5 +16,5 @@ class CheckResult(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "unavailable", "shutting_down"]
     checks: dict[str, CheckResult]

@@ -106,6 +106,9 @@ class CompletionService:
             sum(result.input_tokens for result in results),
         )
 
+    def provider_name(self, model: str) -> str:
+        return self.router.for_model(model).name
+
     def check(self, request: ChatRequest) -> None:
         """Refuse what no provider would answer (an unknown model, too many tokens), before
         anything is reserved or sent."""

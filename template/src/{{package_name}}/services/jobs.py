@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import APIError
 from ..job_store import FINISHED, Job, JobError
 from ..llm.errors import ProviderError
+from ..metrics import JOBS_FINISHED, JOBS_SUBMITTED
 from ..storage.ids import is_id, new_id
 from .metering import admit_request, metered_completions
 
@@ -261,7 +262,8 @@ async def run_job_attempt(
     finally:
         finished.set()
         await keeper
-    await store.finish(job_id, token=token, status="succeeded", result=result)
+    if await store.finish(job_id, token=token, status="succeeded", result=result):
+        JOBS_FINISHED.labels(kind=job.kind, status="succeeded").inc()
     log.info("job_succeeded")
     return None
 
@@ -301,7 +303,10 @@ async def _failed_attempt(
 
 
 async def failed(kind: JobKind, job: Job, resources: Resources, error: JobError) -> None:
-    """Tell the job's kind that it will not succeed; a failure to listen is only logged."""
+    """Count the job as ended, and tell its kind that it will not succeed; a failure to
+    listen is only logged."""
+    status = "cancelled" if error is CANCELLED else "failed"
+    JOBS_FINISHED.labels(kind=job.kind, status=status).inc()
     if kind.on_failure is None:
         return
     try:
@@ -399,6 +404,7 @@ class JobService:
             raise APIError(
                 503, msg, code="queue_unavailable", headers={"Retry-After": "1"}
             ) from error
+        JOBS_SUBMITTED.labels(kind=kind).inc()
         return await self.get(job_id)
 
     async def get(self, job_id: str) -> Job:

@@ -16,8 +16,9 @@ import anyio
 
 from ..cache import is_cacheable
 from ..errors import APIError
-from ..llm.base import EmbeddingRequest, Embeddings, TextDelta, Usage
+from ..llm.base import EmbeddingRequest, Embeddings, StreamEnd, TextDelta, Usage
 from ..llm.tokens import count_message_tokens, count_text_tokens
+from ..metrics import LLM_TIME_TO_FIRST_TOKEN, LLM_TOKENS, RATE_LIMIT_REJECTIONS
 from ..storage.usage import UsageRecord
 from .completions import CompletionService
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from ..security.principal import Principal
     from ..settings import ModelPrice
     from ..storage.usage import UsageRepository
+    from ..tracing import GenAITracer
 
 
 class MeteredCompletions:
@@ -44,6 +46,7 @@ class MeteredCompletions:
         usage: UsageRepository,
         cache: ResponseCache,
         prices: Mapping[str, ModelPrice],
+        tracer: GenAITracer,
     ) -> None:
         self.completions = completions
         self.principal = principal
@@ -52,6 +55,7 @@ class MeteredCompletions:
         self.usage = usage
         self.cache = cache
         self.prices = prices
+        self.tracer = tracer
 
     async def complete(self, request: ChatRequest) -> tuple[Completion, bool]:
         """The completion, and whether it came from the cache (then it is not charged)."""
@@ -63,12 +67,22 @@ class MeteredCompletions:
             count_message_tokens(request.messages) + request.max_tokens
         )
         started = time.perf_counter()
+        span = self.tracer.start_chat(
+            request, provider=self.completions.provider_name(request.model), streaming=False
+        )
         try:
             completion = await self.completions.complete(request)
-        except BaseException:
+        except BaseException as error:
+            self.tracer.finish(span, None, error=error)
             with anyio.CancelScope(shield=True):
                 await self.limiter.reconcile(reservation, 0)
             raise
+        self.tracer.finish(
+            span,
+            completion.usage,
+            finish_reasons=[completion.finish_reason],
+            output=completion.content,
+        )
         await self._charge(reservation, request.model, completion.usage, started, "complete")
         if cacheable:
             await self.cache.put_completion(request, completion)
@@ -86,16 +100,35 @@ class MeteredCompletions:
         self, request: ChatRequest, reservation: TokenReservation
     ) -> AsyncGenerator[StreamEvent, None]:
         started = time.perf_counter()
+        span = self.tracer.start_chat(
+            request, provider=self.completions.provider_name(request.model), streaming=True
+        )
         pieces: list[str] = []
-        usage: Usage | None = None
+        end: StreamEnd | None = None
+        failure: BaseException | None = None
         try:
             async for event in self.completions.stream(request):
                 if isinstance(event, TextDelta):
+                    if not pieces:
+                        LLM_TIME_TO_FIRST_TOKEN.labels(model=request.model).observe(
+                            time.perf_counter() - started
+                        )
                     pieces.append(event.text)
                 else:
-                    usage = event.usage
+                    end = event
                 yield event
+        except BaseException as error:
+            failure = error
+            raise
         finally:
+            usage = end.usage if end is not None else None
+            self.tracer.finish(
+                span,
+                usage,
+                finish_reasons=[end.finish_reason] if end is not None else [],
+                output="".join(pieces),
+                error=failure,
+            )
             with anyio.CancelScope(shield=True):
                 if usage is not None:
                     await self._charge(reservation, request.model, usage, started, "complete")
@@ -118,14 +151,21 @@ class MeteredCompletions:
             return Embeddings([vector for vector in cached if vector is not None], 0), True
         reservation = await self._reserve(sum(count_text_tokens(text) for text in missing))
         started = time.perf_counter()
+        span = self.tracer.start_embeddings(
+            request.model,
+            provider=self.completions.provider_name(request.model),
+            inputs=len(missing),
+        )
         try:
             fresh = await self.completions.embed(
                 EmbeddingRequest(request.model, missing, request.dimensions)
             )
-        except BaseException:
+        except BaseException as error:
+            self.tracer.finish(span, None, error=error)
             with anyio.CancelScope(shield=True):
                 await self.limiter.reconcile(reservation, 0)
             raise
+        self.tracer.finish(span, Usage(fresh.input_tokens, 0))
         await self._charge(
             reservation, request.model, Usage(fresh.input_tokens, 0), started, "complete"
         )
@@ -144,6 +184,7 @@ class MeteredCompletions:
         decision = reservation.decision
         if decision.allowed:
             return reservation
+        RATE_LIMIT_REJECTIONS.labels(limit="tokens", tier=self.principal.tier).inc()
         if decision.too_large:
             msg = (
                 f"This request needs up to {tokens} tokens, more than the "
@@ -162,6 +203,8 @@ class MeteredCompletions:
         status: str,
     ) -> None:
         await self.limiter.reconcile(reservation, usage.total_tokens)
+        LLM_TOKENS.labels(model=model, direction="input").inc(usage.input_tokens)
+        LLM_TOKENS.labels(model=model, direction="output").inc(usage.output_tokens)
         price = self.prices.get(model)
         cost = (
             (
@@ -191,6 +234,7 @@ async def admit_request(principal: Principal, resources: Resources) -> dict[str,
     limits = resources.settings.tier_limits[principal.tier]
     decision = await resources.rate_limiter.admit_request(principal.rate_limit_key, limits)
     if not decision.allowed:
+        RATE_LIMIT_REJECTIONS.labels(limit="requests", tier=principal.tier).inc()
         msg = (
             f"Rate limit of the {principal.tier} tier reached "
             f"({limits.requests_per_minute} requests per minute); retry later"
@@ -212,4 +256,5 @@ def metered_completions(
         usage=resources.database.usage,
         cache=resources.cache,
         prices=settings.model_prices,
+        tracer=resources.tracer,
     )

@@ -40,7 +40,7 @@ async def create_chat_completion(
             created=int(time.time()),
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
         )
-        return sse_response(chunks, ping_interval=settings.sse_ping_interval)
+        return sse_response(chunks, settings)
 
     completion, cached = await cancel_on_disconnect(request, completions.complete(chat_request))
     response.headers["X-Cache"] = "hit" if cached else "miss"

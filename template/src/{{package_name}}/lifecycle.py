@@ -1,0 +1,74 @@
+"""Graceful shutdown: what SIGTERM changes before the server stops taking requests.
+
+The server (uvicorn, or gunicorn's uvicorn worker) owns the signal: it stops accepting
+connections, waits for in-flight requests up to its graceful timeout, then runs the
+lifespan's shutdown, which closes the pools. This module adds the step before: the health
+checks answer 503 from the moment the signal arrives, so a load balancer or an
+orchestrator that still probes stops sending traffic to a process that is going away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import FrameType
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Lifecycle:
+    """Whether this process has been asked to stop."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+    def start_draining(self, reason: str) -> None:
+        if not self.draining:
+            self.draining = True
+            log.info("shutdown_started", reason=reason)
+
+
+@contextmanager
+def draining_on_signals(lifecycle: Lifecycle) -> Iterator[None]:
+    """Put `lifecycle` into draining when the server's shutdown signal arrives, then let the
+    server's own handler run. Where no server installed a handler (a test client), or off
+    the main thread, there is nothing to wrap and nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    wrapped: dict[signal.Signals, Callable[[int, FrameType | None], Any]] = {}
+    for signum in SHUTDOWN_SIGNALS:
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            wrapped[signum] = handler
+            signal.signal(signum, _draining_then(lifecycle, handler, loop))
+    try:
+        yield
+    finally:
+        for signum, handler in wrapped.items():
+            signal.signal(signum, handler)
+
+
+def _draining_then(
+    lifecycle: Lifecycle,
+    handler: Callable[[int, FrameType | None], Any],
+    loop: asyncio.AbstractEventLoop,
+) -> Callable[[int, FrameType | None], None]:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # A signal handler interrupts arbitrary code, so the change (which logs, and
+        # logging takes locks) is made on the event loop, as its next step.
+        loop.call_soon_threadsafe(lifecycle.start_draining, signal.Signals(signum).name)
+        handler(signum, frame)
+
+    return on_signal
