@@ -47,7 +47,7 @@ def adapted(text: str, *, port: int, upstreams: list[str], prefix: Path) -> str:
     servers = "\n        ".join(f"server {upstream};" for upstream in upstreams)
     text = replace_once(text, "server api:8000;", servers)
     temp = "".join(f"    {name}_temp_path {prefix / name};\n" for name in TEMP_PATHS)
-    return replace_once(text, "http {\n", f"http {{\n{temp}")
+    return replace_once(text, "http {\n", "http {\n" + temp)
 
 
 def command(config: Path, prefix: Path, *, foreground: bool = False) -> list[str]:
