@@ -46,7 +46,7 @@ def nginx_t(config: str, directory: Path) -> subprocess.CompletedProcess[str]:
     path = directory / "nginx.conf"
     path.write_text(config)
     command = [NGINX, "-t", "-p", str(directory), "-c", str(path), "-e", "stderr"]
-    return subprocess.run(  # noqa: S603 (nginx, with our own arguments)
+    return subprocess.run(
         [*command, "-g", f"pid {directory / 'nginx.pid'};"],
         capture_output=True,
         text=True,
