@@ -93,9 +93,11 @@ def workflow() -> dict[str, Any]:
                         "with": {"python-version": "${{ matrix.python }}"},
                     },
                     SETUP_UV,
+                    # The rendered tests put a real nginx in front of the app.
+                    {"run": "command -v nginx || sudo apt-get install -y nginx"},
                     {
-                        "run": "uv run pytest tests/test_combinations.py"
-                        " --combination ${{ matrix.id }}"
+                        "run": "uv run pytest tests/test_combinations.py tests/test_deploy_files.py"
+                        " tests/test_nginx_config.py --combination ${{ matrix.id }}"
                     },
                 ],
             },
