@@ -1,4 +1,5 @@
-"""Structured logs: structlog configuration and the request-context middleware."""
+"""Structured logs and the request-context middleware: an id, an access log line and the
+request's metrics for every HTTP request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
+
+from .metrics import REQUESTS_IN_FLIGHT, record_request
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,7 +90,8 @@ def request_id_from(scope: Scope) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Give every HTTP request an id (echoed as `X-Request-ID`) and write one access log line.
+    """Give every HTTP request an id (echoed as `X-Request-ID`), write one access log line
+    and record its metrics (in flight, duration by route template and status).
 
     A pure ASGI middleware rather than `BaseHTTPMiddleware`, so streamed responses pass
     through unbuffered and a client disconnect still reaches the endpoint.
@@ -120,15 +124,19 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        REQUESTS_IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_with_request_id)
         finally:
+            REQUESTS_IN_FLIGHT.dec()
+            seconds = time.perf_counter() - started
+            record_request(scope, status_code, seconds)
             logger.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status_code,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
                 client=scope["client"][0] if scope.get("client") else None,
             )
             structlog.contextvars.unbind_contextvars("request_id")
