@@ -62,13 +62,22 @@ JOBS_FINISHED = Counter(
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def multiprocess_mode() -> bool:
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+def registry() -> CollectorRegistry:
+    """What a scrape reports: this process, or every process of the server in multiprocess
+    mode."""
+    if not multiprocess_mode():
+        return REGISTRY
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    return combined
+
+
 def render_metrics() -> bytes:
-    """The exposition text: of this process, or of every worker in multiprocess mode."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    return generate_latest(registry())
 
 
 def record_request(scope: Scope, status_code: int, seconds: float) -> None:
