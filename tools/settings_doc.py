@@ -62,6 +62,34 @@ TYPE_WORDS = {
 }
 # Modules settings.py imports Literal aliases from (FakeFailure), read as they are.
 ALIAS_MODULES = (SETTINGS_TEMPLATE.parent / "llm" / "fake.py",)
+# Sections of the page, by the settings' name prefixes; a setting no prefix matches goes in
+# the first.
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("The service", ()),
+    (
+        "Callers",
+        (
+            "secret_key",
+            "default_tier",
+            "access_token",
+            "refresh_token",
+            "jwt_",
+            "password_hash",
+            "api_key",
+            "admin_api_key",
+            "anonymous_tier",
+        ),
+    ),
+    ("Database", ("database_", "mongo_")),
+    ("Redis", ("redis_",)),
+    ("Rate limits, usage and cache", ("tier_limits", "rate_limit", "model_prices", "cache_")),
+    ("Jobs", ("jobs_", "celery_", "worker_")),
+    ("LLM provider", ("llm_", "default_chat_model", "context_token_budget")),
+    ("Streaming", ("sse_", "ws_")),
+    ("The fake provider and embeddings", ("fake_", "local_embedding", "embedding_")),
+    ("Documents and RAG", ("rag_",)),
+    ("Health and CORS", ("readiness_", "cors_")),
+)
 CONSTRAINTS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "pattern": "matches"}
 
 INTRO = """\
@@ -84,11 +112,11 @@ to set.
   message naming the setting; so does, outside `ENVIRONMENT=development`, a default secret
   (`SECRET_KEY`, a database password of `postgres`), a `SECRET_KEY` shorter than 32
   characters, and `"*"` in `CORS_ORIGINS` together with `CORS_ALLOW_CREDENTIALS=true`.
-- A setting exists only in the variants that use it: the last column says which (a setting
-  of an answer you did not choose is not in your project at all).
+- A setting exists only in the variants that use it: "only with" says which (a setting of
+  an answer you did not choose is not in your project at all).
 
-The table is in the order of the class, which groups related settings: a comment above
-one setting often introduces those that follow it.
+Within a section the settings are in the order of the class, where a comment above one
+setting often introduces those that follow it.
 """
 
 
@@ -298,7 +326,7 @@ def collect() -> tuple[dict[str, dict[Field, list[dict[str, Any]]]], list[str]]:
     return found, order
 
 
-def _cell(attribute: str, versions: dict[Field, list[dict[str, Any]]]) -> str:
+def _cell(attribute: str, versions: dict[Field, list[dict[str, Any]]], joiner: str) -> str:
     """One attribute of a setting; where it differs between variants, each variant's."""
     texts: dict[str, list[dict[str, Any]]] = {}
     for field, combinations in versions.items():
@@ -306,29 +334,41 @@ def _cell(attribute: str, versions: dict[Field, list[dict[str, Any]]]) -> str:
     if len(texts) == 1:
         return next(iter(texts))
     where = [c for combinations in versions.values() for c in combinations]
-    return "<br>".join(
-        f"{describe(combinations, where)}: {text}" for text, combinations in texts.items() if text
+    return joiner.join(
+        f"With {describe(combinations, where)}: {text}"
+        for text, combinations in texts.items()
+        if text
+    )
+
+
+def section_of(name: str) -> str:
+    return next(
+        (title for title, prefixes in SECTIONS if name.startswith(prefixes)), SECTIONS[0][0]
     )
 
 
 def render() -> str:
     space = _space()
     found, order = collect()
-    rows = [
-        "| variable | type | default | what it does | exists where |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    sections: dict[str, list[str]] = {title: [] for title, _ in SECTIONS}
     for name in order:
         versions = found[name]
         where = [c for combinations in versions.values() for c in combinations]
-        kind = _cell("type", versions)
-        if constraints := _cell("constraints", versions):
-            kind += f" {constraints}"
-        rows.append(
-            f"| `<PACKAGE>_{name.upper()}` | {kind} | {_cell('default', versions)} "
-            f"| {_cell('comment', versions)} | {describe(where, space)} |"
-        )
-    return INTRO + "\n" + "\n".join(rows) + "\n"
+        variants = describe(where, space)
+        facts = [_cell("type", versions, "; ")]
+        if constraints := _cell("constraints", versions, "; "):
+            facts[0] += f" {constraints}"
+        facts.append(f"default {_cell('default', versions, '; ')}")
+        facts.append(variants if variants == "every variant" else f"only with {variants}")
+        entry = [f"`<PACKAGE>_{name.upper()}`", f":   {' · '.join(facts)}"]
+        if comment := _cell("comment", versions, "\n\n    "):
+            entry += ["", f"    {comment}"]
+        sections[section_of(name)].append("\n".join(entry))
+    parts = [INTRO]
+    for title, entries in sections.items():
+        if entries:
+            parts.append(f"## {title}\n\n" + "\n\n".join(entries) + "\n")
+    return "\n".join(parts)
 
 
 def check_against_copier() -> None:
