@@ -47,7 +47,7 @@ RELEASES: tuple[Release, ...] = (
 
 # The oldest release whose projects update to the current template without a conflict in a
 # file the user did not touch (tests/test_update.py proves it for this one and the latest).
-OLDEST_SUPPORTED = "v0.2.0"
+OLDEST_SUPPORTED = "v0.1.0"
 
 
 def by_tag(tag: str) -> Release:
