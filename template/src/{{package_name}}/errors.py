@@ -153,7 +153,18 @@ async def handle_client_disconnected(_request: Request, _exc: ClientDisconnected
     return Response(status_code=499)
 
 
+def database_unavailable() -> APIError:
+    msg = "The database cannot be reached right now; nothing was changed, try again shortly"
+    return APIError(503, msg, code="database_unavailable", headers={"Retry-After": "1"})
+
+
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Any repository may be the one that finds the database gone: the backend tells whether
+    # the error says so, and the transaction it interrupted was rolled back.
+    resources = getattr(request.app.state, "resources", None)
+    if resources is not None and resources.database.is_unavailable(exc):
+        logger.error("database_unavailable", error=repr(exc))
+        return await handle_api_error(request, database_unavailable())
     # Runs outside the request-context middleware, so the request id is added here.
     request_id = request_id_from(request.scope)
     logger.error("unhandled_exception", request_id=request_id, exc_info=exc)

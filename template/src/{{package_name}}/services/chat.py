@@ -1,10 +1,11 @@
 """One turn of a conversation, the same for every transport.
 
-Save the user's message, build the context (the system prompt always, then the newest
-messages that fit the token budget), stream the answer, and save the assistant's message
-exactly once: complete, `error` when the provider failed mid-answer, or `interrupted` when
-the caller went away. That last save happens under a shield, so the cancellation that ends
-the stream cannot skip it.
+Build the context (the system prompt always, then the newest messages that fit the token
+budget), stream the answer, and save the question with its answer exactly once, together:
+complete, `error` when the provider failed mid-answer, or `interrupted` when the caller went
+away. That save happens under a shield, so the cancellation that ends the stream cannot skip
+it; and it is one write, so a database that fails during the turn leaves no question without
+its answer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import anyio
+import structlog
 
+from ..errors import APIError
 from ..llm.base import ChatMessage, ChatRequest, TextDelta, Usage
 from ..llm.errors import ProviderError
 from ..llm.tokens import count_message_tokens, count_text_tokens
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from ..storage.conversations import Conversation, MessageStatus
     from .conversations import ConversationService
     from .metering import MeteredCompletions
+
+logger = structlog.get_logger(__name__)
 
 # How many of the newest messages a turn considers before trimming them to the budget.
 _HISTORY_WINDOW = 200
@@ -53,12 +58,15 @@ TurnEvent = TurnToken | TurnEnd
 
 
 class Turn:
-    """A started turn: the user's message, saved, then the events of the answer."""
+    """A started turn: the user's message (saved with the answer), then the answer's events.
+
+    The events end with `TurnEnd`, or raise `APIError` (503) when the turn could not be saved.
+    """
 
     def __init__(self, user_message: Message) -> None:
         self.user_message = user_message
-        # Set as soon as the assistant's message is saved, however the turn ended: a
-        # transport that cancelled the events reads the interrupted message here.
+        # Set as soon as the turn is saved, however it ended: a transport that cancelled the
+        # events reads the interrupted message here.
         self.assistant_message: Message | None = None
         self.events: AsyncGenerator[TurnEvent, None]
 
@@ -125,9 +133,8 @@ class ChatService:
         turn = Turn(user)
         run = self._run(conversation, turn, request, events)
         try:
-            await self.repository.add_message(user)
-            # Run it to its first `yield`, inside the `try` whose `finally` saves the answer:
-            # from here on, closing the events at any point saves the assistant's message.
+            # Run it to its first `yield`, inside the `try` whose `finally` saves the turn:
+            # from here on, closing the events at any point saves it.
             await anext(run)
         except BaseException:
             await events.aclose()
@@ -148,6 +155,7 @@ class ChatService:
         usage: Usage | None = None
         failure: ProviderError | None = None
         saved: Message | None = None
+        broken = False
         try:
             yield None
             try:
@@ -160,19 +168,31 @@ class ChatService:
             except ProviderError as error:
                 failure = error
             status: MessageStatus = "error" if failure else "complete"
-            saved = await self._save(conversation, request, pieces, usage, status, started)
-            turn.assistant_message = saved
+            saved = await self._save(turn, conversation, request, pieces, usage, status, started)
+        except Exception as error:
+            # Not the provider (that is `error`): the database, most likely, which the usage
+            # record and the save both need. Nothing of the turn is kept, and the caller is
+            # told so, rather than left with a question the history would not show.
+            broken = True
+            logger.exception("turn_not_saved", conversation_id=conversation.id)
+            msg = "This turn could not be saved, so it was not kept; send the message again"
+            raise APIError(503, msg, code="turn_not_saved", headers={"Retry-After": "1"}) from error
         finally:
-            if saved is None:
+            if saved is None and not broken:
+                # The caller went away (a cancellation, which `except Exception` lets through).
                 with anyio.CancelScope(shield=True):
-                    turn.assistant_message = await self._save(
-                        conversation, request, pieces, usage, "interrupted", started
-                    )
+                    try:
+                        await self._save(
+                            turn, conversation, request, pieces, usage, "interrupted", started
+                        )
+                    except Exception:
+                        logger.exception("turn_not_saved", conversation_id=conversation.id)
             await events.aclose()
         yield TurnEnd(turn.user_message, saved, usage_of(saved), failure)
 
     async def _save(
         self,
+        turn: Turn,
         conversation: Conversation,
         request: ChatRequest,
         pieces: list[str],
@@ -193,7 +213,8 @@ class ChatService:
             output_tokens=usage.output_tokens,
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-        await self.repository.add_message(message)
+        await self.repository.add_turn(turn.user_message, message)
+        turn.assistant_message = message
         return message
 
 

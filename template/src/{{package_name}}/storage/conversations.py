@@ -74,7 +74,9 @@ class ConversationRepository(Protocol):
         """Deletes the conversation and its messages; False when there was none to delete."""
         ...
 
-    async def add_message(self, message: Message) -> None: ...
+    async def add_turn(self, question: Message, answer: Message) -> None:
+        """Both messages of a turn in one write: neither is kept without the other."""
+        ...
 
     async def messages(
         self, conversation_id: str, *, after: str | None, limit: int
