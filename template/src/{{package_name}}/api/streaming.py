@@ -147,10 +147,10 @@ async def ready_together(
     try:
         while True:
             if not relay.ready and not relay.finished:
-                await relay.wait()
+                await relay.wait_for_events()
             if relay.ready:
                 batch, relay.ready = relay.ready, []
-                relay.wake()
+                relay.room_made()
                 yield batch
             elif relay.failure is not None:
                 raise relay.failure
@@ -164,8 +164,8 @@ async def ready_together(
 
 
 class _Relay(Generic[E]):
-    """What `ready_together`'s task and its caller share. One of them waits at a time: the
-    caller when nothing is ready, the task when `most` are."""
+    """What `ready_together`'s task and its caller share: the events pulled and not yet
+    taken, and a waiter on each side (the caller waits for events, the task for room)."""
 
     def __init__(self, events: AsyncGenerator[E, None], most: int) -> None:
         self.events = events
@@ -174,32 +174,35 @@ class _Relay(Generic[E]):
         self.finished = False
         self.failure: BaseException | None = None
         self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
+        self._taker: asyncio.Future[None] | None = None
+        self._puller: asyncio.Future[None] | None = None
 
     async def pull(self) -> None:
         try:
             async for event in self.events:
                 self.ready.append(event)
-                self.wake()
+                _wake(self._taker)
                 if len(self.ready) >= self.most:
-                    await self.wait()
+                    self._puller = self._loop.create_future()
+                    await self._puller
         except Exception as error:  # noqa: BLE001 (raised to the caller, in its place)
             self.failure = error
         finally:
             self.finished = True
-            self.wake()
+            _wake(self._taker)
             await self.events.aclose()
 
-    async def wait(self) -> None:
-        self._waiter = self._loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+    async def wait_for_events(self) -> None:
+        self._taker = self._loop.create_future()
+        await self._taker
 
-    def wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    def room_made(self) -> None:
+        _wake(self._puller)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _usage_chunk(end: StreamEnd, *, completion_id: str, model: str, created: int) -> str:
