@@ -1,19 +1,21 @@
 """Usage records written behind the answers they describe, in batches.
 
 A call hands its record over when it ends and goes on at once: one task per process writes
-whatever is waiting, so no answer waits for the database and, under load, one statement
-carries many records. Nothing handed over is dropped on purpose:
+what is waiting, in one statement, `linger_seconds` after the first of them arrived (at
+once when `batch_size` are waiting, or someone waits for them): no answer waits for the
+database, and under load a write carries many records instead of one each. Nothing handed
+over is dropped on purpose:
 - `flush` waits for everything handed over before it; reads of usage call it first, so a
   caller who asks right after a call sees that call (in this process; another replica's
-  records are written within a database round trip of their calls);
+  records are written within `linger_seconds` and a database round trip of their calls);
 - while the database cannot be reached, the records wait and the write is retried; past
   `max_pending` waiting records, a call that hands one over waits for room instead;
 - on shutdown, `running` writes what is waiting before the database pool closes, retrying
   for up to `drain_seconds`; whatever still cannot be written is logged, field by field, as
   `usage_record_unwritten` at error level, to be entered by hand.
 What a crash loses (the process killed without its shutdown, or out of memory) is what was
-waiting: the records of calls that ended within about one write's time (milliseconds), or
-all of them since the database became unreachable, if it is.
+waiting: the records of calls that ended within `linger_seconds` and a write's time (tens
+of milliseconds), or all of them since the database became unreachable, if it is.
 A record the database refuses (not a connection failure: a bug) is logged the same way and
 not retried, so that it cannot hold back the others.
 """
@@ -21,6 +23,7 @@ not retried, so that it cannot hold back the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import deque
 from contextlib import asynccontextmanager
@@ -44,6 +47,7 @@ class UsageWriter:
         *,
         is_unavailable: Callable[[BaseException], bool],
         batch_size: int = 500,
+        linger_seconds: float = 0.05,
         max_pending: int = 100_000,
         retry_seconds: float = 1.0,
         drain_seconds: float = 5.0,
@@ -51,6 +55,7 @@ class UsageWriter:
         self.repository = repository
         self._is_unavailable = is_unavailable
         self._batch_size = batch_size
+        self._linger_seconds = linger_seconds
         self._max_pending = max_pending
         self._retry_seconds = retry_seconds
         self._drain_seconds = drain_seconds
@@ -61,6 +66,8 @@ class UsageWriter:
         self._done = 0
         self._progress = asyncio.Condition()
         self._waiting = asyncio.Event()
+        # Set when the records waiting must go without lingering.
+        self._hurry = asyncio.Event()
         self._running = False
         self._stopping = False
 
@@ -76,12 +83,15 @@ class UsageWriter:
         self._pending.append(record)
         self._handed_over += 1
         self._waiting.set()
+        if len(self._pending) >= self._batch_size:
+            self._hurry.set()
 
     async def flush(self) -> None:
         """Wait until every record handed over before this call is written."""
         target = self._handed_over
         if self._done >= target:
             return
+        self._hurry.set()
         async with self._progress:
             await self._progress.wait_for(lambda: self._done >= target)
 
@@ -95,6 +105,7 @@ class UsageWriter:
         finally:
             self._stopping = True
             self._waiting.set()
+            self._hurry.set()
             try:
                 async with asyncio.timeout(self._drain_seconds):
                     await task
@@ -111,6 +122,11 @@ class UsageWriter:
                 await self._waiting.wait()
                 self._waiting.clear()
                 continue
+            if not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), self._linger_seconds)
+            if not self._stopping:
+                self._hurry.clear()
             batch = list(itertools.islice(self._pending, self._batch_size))
             await self._write(batch)
             for _ in batch:
