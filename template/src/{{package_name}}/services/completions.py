@@ -176,7 +176,7 @@ class _EventWatch:
 
     def start(self) -> None:
         self._until = min(self._loop.time() + self._gap, self._deadline)
-        self._task = asyncio.current_task()
+        self._task = asyncio.current_task(self._loop)
         self._waiting = True
         if self._timer is None:
             self._timer = self._loop.call_at(self._until, self._check)
