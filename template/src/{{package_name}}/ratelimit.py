@@ -324,6 +324,9 @@ class RateLimiter:
             self._due.clear()
             unsettled, self._unsettled = self._unsettled, {}
             await self._settle(unsettled)
+        # Those reconciled while the last ones were being applied.
+        unsettled, self._unsettled = self._unsettled, {}
+        await self._settle(unsettled)
 
     async def _settle(self, unsettled: dict[str, _Unsettled]) -> None:
         """Apply these settlements, in one round trip."""

@@ -12,7 +12,8 @@ over is dropped on purpose:
   `max_pending` waiting records, a call that hands one over waits for room instead;
 - on shutdown, `running` writes what is waiting before the database pool closes, retrying
   for up to `drain_seconds`; whatever still cannot be written is logged, field by field, as
-  `usage_record_unwritten` at error level, to be entered by hand.
+  `usage_record_unwritten` at error level, to be entered by hand (a record that was being
+  written when time ran out may be in the database already: its id tells).
 What a crash loses (the process killed without its shutdown, or out of memory) is what was
 waiting: the records of calls that ended within `linger_seconds` and a write's time (tens
 of milliseconds), or all of them since the database became unreachable, if it is.
@@ -113,7 +114,7 @@ class UsageWriter:
                 pass
             finally:
                 self._running = False
-                self._log_unwritten()
+                self._give_up_on_the_rest()
                 await self._advance(0)
 
     async def _write_while_running(self) -> None:
@@ -152,7 +153,7 @@ class UsageWriter:
                 return
             await asyncio.sleep(self._retry_seconds)
 
-    def _log_unwritten(self) -> None:
+    def _give_up_on_the_rest(self) -> None:
         while self._pending:
             _log_unwritten(self._pending.popleft(), "not written before shutdown")
             self._done += 1
