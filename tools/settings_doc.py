@@ -71,6 +71,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "secret_key",
             "default_tier",
+            "auth_cache",
             "access_token",
             "refresh_token",
             "jwt_",

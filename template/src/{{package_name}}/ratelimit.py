@@ -21,7 +21,13 @@ the period that follows the burst (as at a fixed window's boundary), and the dai
 budget refills continuously over 24 hours instead of all at once at midnight.
 
 Tokens are reserved before a call (prompt estimate plus `max_tokens`) and reconciled with
-the provider's usage afterwards, so concurrent calls cannot all spend the same budget.
+the provider's usage afterwards, so concurrent calls cannot all spend the same budget. While
+`settling` runs (the service's lifespan), a reconciliation is not a Redis call of its own:
+it is applied by the same script as the caller's next check in this process, or with the
+other callers' by one pipelined call `settle_seconds` (50 ms) later, whichever comes first,
+and at shutdown. So a caller's next call here sees it settled, another replica within about
+`settle_seconds`; a process that dies in between leaves the reservations as taken, until
+their buckets refill.
 
 Keys are `<namespace>:{<principal>}:rpm|tpm|tpd`: the braces are a Redis Cluster hash tag,
 so one principal's keys share a slot, which a script touching several of them requires. A
@@ -34,7 +40,10 @@ writes them (`17ms`, `1.5s`, `6m0s`), and `Retry-After` in whole seconds, rounde
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,7 +51,7 @@ import structlog
 from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from redis.asyncio import Redis
 
@@ -50,8 +59,9 @@ logger = structlog.get_logger(__name__)
 
 _DAY_SECONDS = 86_400.0
 
-# KEYS[i]: a limit's bucket. ARGV[3i-2], ARGV[3i-1], ARGV[3i]: that limit, its period in ms
-# and the cost against it. The costs are taken from every bucket or from none.
+# KEYS[i]: a limit's bucket. ARGV[4i-3], ARGV[4i-2], ARGV[4i-1]: that limit, its period in
+# ms and the cost against it; ARGV[4i]: units settled first, whatever the decision (as
+# _ADJUST settles them). The costs are taken from every bucket or from none.
 # Returns {admitted, retry_after_ms, then remaining and reset_ms for each bucket in turn};
 # retry_after_ms is -1 when a cost exceeds its limit outright, since no wait admits it.
 _ACQUIRE = """
@@ -62,9 +72,11 @@ local slack = 0.001
 
 local admitted, retry_after, buckets = 1, 0, {}
 for i, key in ipairs(KEYS) do
-  local limit, period, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local limit, period = tonumber(ARGV[4*i-3]), tonumber(ARGV[4*i-2])
+  local cost, settled = tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
   local interval = period / limit
   local backlog = math.max((tonumber(redis.call('GET', key)) or now) - now, 0)
+  backlog = math.max(backlog + settled * interval, 0)
   local free = math.max(math.floor((period - backlog) / interval + slack), 0)
   if cost > limit then
     admitted, retry_after = 0, -1
@@ -74,15 +86,25 @@ for i, key in ipairs(KEYS) do
       retry_after = math.max(retry_after, backlog + cost * interval - period)
     end
   end
-  buckets[i] = {key = key, period = period, interval = interval, cost = cost, backlog = backlog}
+  buckets[i] = {
+    key = key, period = period, interval = interval, cost = cost, settled = settled,
+    backlog = backlog,
+  }
 end
 
 local reply = {admitted, math.ceil(retry_after)}
 for _, bucket in ipairs(buckets) do
   local backlog = bucket.backlog
-  if admitted == 1 and bucket.cost > 0 then
+  local taken = admitted == 1 and bucket.cost > 0
+  if taken then
     backlog = backlog + bucket.cost * bucket.interval
-    redis.call('SET', bucket.key, string.format('%.17g', now + backlog), 'PX', math.ceil(backlog))
+  end
+  if taken or bucket.settled ~= 0 then
+    if backlog > 0 then
+      redis.call('SET', bucket.key, string.format('%.17g', now + backlog), 'PX', math.ceil(backlog))
+    else
+      redis.call('DEL', bucket.key)
+    end
   end
   local remaining = math.floor((bucket.period - backlog) / bucket.interval + slack)
   table.insert(reply, math.max(remaining, 0))
@@ -174,6 +196,12 @@ class TokenReservation:
     decision: RateDecision
 
 
+@dataclass(slots=True)
+class _Unsettled:
+    limits: TierLimits
+    units: int
+
+
 @dataclass(frozen=True, slots=True)
 class _Bucket:
     key: str
@@ -201,7 +229,8 @@ class RateLimiter:
 
     `fail_open` decides what happens when Redis cannot be reached: admit every call (and log
     a warning) or raise `RateLimiterUnavailableError`. `minute_window_seconds` is the period
-    of the two per-minute limits; only tests want it shorter.
+    of the two per-minute limits; only tests want it shorter. `settle_seconds` is how long a
+    reconciliation may wait for the caller's next check before it is applied on its own.
     """
 
     def __init__(
@@ -211,12 +240,20 @@ class RateLimiter:
         namespace: str,
         fail_open: bool,
         minute_window_seconds: float = 60.0,
+        settle_seconds: float = 0.05,
     ) -> None:
+        self._redis = redis
         self._acquire = redis.register_script(_ACQUIRE)
         self._adjust = redis.register_script(_ADJUST)
         self._namespace = namespace
         self._fail_open = fail_open
         self._minute_ms = minute_window_seconds * 1000
+        self._settle_seconds = settle_seconds
+        # Token units reconciled and not yet applied, per principal (while `settling` runs).
+        self._unsettled: dict[str, _Unsettled] = {}
+        self._settling = False
+        self._due = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     async def admit_request(self, principal: str, limits: TierLimits) -> RateDecision:
         """Count one request against requests per minute.
@@ -246,34 +283,83 @@ class RateLimiter:
     async def reconcile(self, reservation: TokenReservation, used_tokens: int) -> None:
         """Settle a reservation with the tokens the call used, finished or cut off.
 
+        While `settling` runs, the settlement waits for the caller's next check here, or
+        `settle_seconds` (see the module's docstring); otherwise it is applied at once.
         Never raises for Redis: the answer has been given by now, and an adjustment that was
         lost only lasts until the buckets refill.
         """
         units = used_tokens - reservation.reserved
         if units == 0:
             return
-        buckets = self._buckets(reservation.principal, reservation.limits)[1:]
+        if not self._settling:
+            await self._settle({reservation.principal: _Unsettled(reservation.limits, units)})
+            return
+        unsettled = self._unsettled.get(reservation.principal)
+        if unsettled is None:
+            self._unsettled[reservation.principal] = _Unsettled(reservation.limits, units)
+        else:
+            unsettled.units += units
+        self._due.set()
+
+    @asynccontextmanager
+    async def settling(self) -> AsyncIterator[None]:
+        """Let reconciliations wait to be applied, for as long as the service runs; apply
+        what waits before returning."""
+        task = asyncio.create_task(self._settle_while_running())
+        self._settling = True
         try:
-            await self._adjust(
-                keys=[b.key for b in buckets], args=_script_args(buckets, (units,) * 2)
-            )
+            yield
+        finally:
+            self._settling = False
+            self._stopping.set()
+            self._due.set()
+            await task
+
+    async def _settle_while_running(self) -> None:
+        while not self._stopping.is_set():
+            await self._due.wait()
+            # Meanwhile a caller's next check may take its settlement along.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._settle_seconds)
+            self._due.clear()
+            unsettled, self._unsettled = self._unsettled, {}
+            await self._settle(unsettled)
+        # Those reconciled while the last ones were being applied.
+        unsettled, self._unsettled = self._unsettled, {}
+        await self._settle(unsettled)
+
+    async def _settle(self, unsettled: dict[str, _Unsettled]) -> None:
+        """Apply these settlements, in one round trip."""
+        if not unsettled:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipeline:
+                for principal, settlement in unsettled.items():
+                    buckets = self._buckets(principal, settlement.limits)[1:]
+                    await self._adjust(
+                        keys=[b.key for b in buckets],
+                        args=_adjust_args(buckets, settlement.units),
+                        client=pipeline,
+                    )
+                await pipeline.execute()
         except RedisError as error:
-            logger.warning(
-                "rate_limit_reconcile_failed",
-                principal=reservation.principal,
-                tokens=units,
-                error=str(error),
-            )
+            for principal, settlement in unsettled.items():
+                _settlement_lost(principal, settlement.units, error)
 
     async def _take(
         self, principal: str, buckets: Sequence[_Bucket], costs: Sequence[int]
     ) -> list[int] | None:
-        """The script's reply, or None when Redis failed and the limiter fails open."""
+        """The script's reply, or None when Redis failed and the limiter fails open. The
+        principal's waiting settlement is applied by the same script."""
+        unsettled = self._unsettled.pop(principal, None)
+        settled = (0, unsettled.units, unsettled.units) if unsettled else (0, 0, 0)
         try:
             reply: list[int] = await self._acquire(
-                keys=[b.key for b in buckets], args=_script_args(buckets, costs)
+                keys=[b.key for b in buckets], args=_acquire_args(buckets, costs, settled)
             )
         except RedisError as error:
+            if unsettled is not None:
+                _settlement_lost(principal, unsettled.units, error)
             if not self._fail_open:
                 msg = "the rate limiter cannot reach Redis"
                 raise RateLimiterUnavailableError(msg) from error
@@ -291,12 +377,24 @@ class RateLimiter:
         )
 
 
-def _script_args(buckets: Sequence[_Bucket], costs: Sequence[int]) -> list[float]:
+def _acquire_args(
+    buckets: Sequence[_Bucket], costs: Sequence[int], settled: Sequence[int]
+) -> list[float]:
     return [
         value
-        for bucket, cost in zip(buckets, costs, strict=True)
-        for value in (bucket.limit, bucket.period_ms, cost)
+        for bucket, cost, units in zip(buckets, costs, settled, strict=True)
+        for value in (bucket.limit, bucket.period_ms, cost, units)
     ]
+
+
+def _adjust_args(buckets: Sequence[_Bucket], units: int) -> list[float]:
+    return [value for bucket in buckets for value in (bucket.limit, bucket.period_ms, units)]
+
+
+def _settlement_lost(principal: str, units: int, error: RedisError) -> None:
+    logger.warning(
+        "rate_limit_reconcile_failed", principal=principal, tokens=units, error=str(error)
+    )
 
 
 def _decision(reply: Sequence[int], buckets: Sequence[_Bucket]) -> RateDecision:

@@ -1,4 +1,8 @@
-"""`Annotated` dependencies shared by the routers, so route signatures read like sentences."""
+"""`Annotated` dependencies shared by the routers, so route signatures read like sentences.
+
+Dependencies are `async def` even when they await nothing: FastAPI runs a plain `def` one
+in a worker thread, a hand-off that costs more than building any of these objects.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from ..services.health import ReadinessService
 from ..settings import Settings
 
 
-def get_resources(connection: HTTPConnection) -> Resources:
+async def get_resources(connection: HTTPConnection) -> Resources:
     resources: Resources = connection.app.state.resources
     return resources
 
@@ -22,7 +26,7 @@ def get_resources(connection: HTTPConnection) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_lifecycle(connection: HTTPConnection) -> Lifecycle:
+async def get_lifecycle(connection: HTTPConnection) -> Lifecycle:
     lifecycle: Lifecycle = connection.app.state.lifecycle
     return lifecycle
 
@@ -30,21 +34,21 @@ def get_lifecycle(connection: HTTPConnection) -> Lifecycle:
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 
 
-def get_readiness_service(resources: ResourcesDep) -> ReadinessService:
+async def get_readiness_service(resources: ResourcesDep) -> ReadinessService:
     return ReadinessService.for_resources(resources)
 
 
 ReadinessServiceDep = Annotated[ReadinessService, Depends(get_readiness_service)]
 
 
-def get_settings(resources: ResourcesDep) -> Settings:
+async def get_settings(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_completion_service(resources: ResourcesDep) -> CompletionService:
+async def get_completion_service(resources: ResourcesDep) -> CompletionService:
     return CompletionService.from_settings(resources.llm, resources.settings)
 
 

@@ -23,7 +23,7 @@ async def enforce_request_limit(
 LimitedPrincipalDep = Annotated[Principal, Depends(enforce_request_limit)]
 
 
-def get_metered_completions(
+async def get_metered_completions(
     principal: LimitedPrincipalDep, resources: ResourcesDep, completions: CompletionServiceDep
 ) -> MeteredCompletions:
     return metered_completions(resources, principal, completions)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import TYPE_CHECKING
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Generic, TypeVar
 
+import anyio
 from sse_starlette import EventSourceResponse
 
 from ..errors import error_body
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 DONE = "[DONE]"
+E = TypeVar("E")
 
 
 class ContentChunkTemplate:
@@ -46,12 +50,15 @@ class ContentChunkTemplate:
     def render(self, text: str) -> str:
         return f"{self._before}{json.dumps(text, ensure_ascii=False)}{self._after}"
 
+    def event(self, text: str) -> str:
+        return sse_event(self.render(text))
+
 
 _MARK = "\x00content\x00"
 
 
 def sse_response(
-    events: AsyncIterator[str] | AsyncIterator[dict[str, str]], settings: Settings
+    events: AsyncIterator[bytes] | AsyncIterator[dict[str, str]], settings: Settings
 ) -> EventSourceResponse:
     return EventSourceResponse(
         events,
@@ -73,10 +80,12 @@ async def chat_completion_chunks(
     model: str,
     created: int,
     include_usage: bool,
-) -> AsyncIterator[str]:
-    """The provider's events as OpenAI chunks. `first` was awaited before the response began,
-    so a failure before the first token is still a plain HTTP error; a failure after it is
-    sent in-band, followed by `[DONE]`, never a silently truncated 200."""
+) -> AsyncIterator[bytes]:
+    """The provider's events as OpenAI chunks, encoded as SSE events. `first` was awaited
+    before the response began, so a failure before the first token is still a plain HTTP
+    error; a failure after it is sent in-band, followed by `[DONE]`, never a silently
+    truncated 200. The events that are ready together go out in one write."""
+    content_chunk = ContentChunkTemplate(completion_id=completion_id, model=model, created=created)
 
     def chunk(delta: ChunkDelta, finish_reason: StreamEnd | None = None) -> str:
         return ChatCompletionChunk(
@@ -91,25 +100,109 @@ async def chat_completion_chunks(
             ],
         ).model_dump_json()
 
-    content_chunk = ContentChunkTemplate(completion_id=completion_id, model=model, created=created)
-    yield chunk(ChunkDelta(role="assistant", content=""))
+    def encoded(event: StreamEvent) -> str:
+        if isinstance(event, TextDelta):
+            return content_chunk.event(event.text)
+        last = sse_event(chunk(ChunkDelta(), finish_reason=event))
+        if include_usage:
+            usage = _usage_chunk(event, completion_id=completion_id, model=model, created=created)
+            last += sse_event(usage)
+        return last
+
     try:
-        event: StreamEvent | None = first
-        while event is not None:
-            if isinstance(event, TextDelta):
-                yield content_chunk.render(event.text)
-            else:
-                yield chunk(ChunkDelta(), finish_reason=event)
-                if include_usage:
-                    yield _usage_chunk(
-                        event, completion_id=completion_id, model=model, created=created
-                    )
-            event = await anext(rest, None)
+        yield (sse_event(chunk(ChunkDelta(role="assistant", content=""))) + encoded(first)).encode()
+        async with aclosing(ready_together(rest)) as batches:
+            async for batch in batches:
+                yield "".join(map(encoded, batch)).encode()
+        last = sse_event(DONE)
     except ProviderError as error:
-        yield error_body(error.status_code, error.message, code=error.code).model_dump_json()
+        body = error_body(error.status_code, error.message, code=error.code).model_dump_json()
+        last = sse_event(body) + sse_event(DONE)
     finally:
         await rest.aclose()
-    yield DONE
+    yield last.encode()
+
+
+def sse_event(data: str) -> str:
+    """One SSE event of one line of data (JSON holds no raw line break), framed as
+    sse-starlette frames it with `sep="\\n"`: sent as bytes, it goes out as it is."""
+    return f"data: {data}\n\n"
+
+
+async def ready_together(
+    events: AsyncGenerator[E, None], *, most: int = 256
+) -> AsyncGenerator[list[E], None]:
+    """`events`, in lists of those that were ready together.
+
+    A task pulls the events while the caller handles the last list, and the caller takes
+    everything pulled meanwhile: when the events come faster than they are sent (a fast
+    provider, a busy process), many go out in one write instead of one write each, and
+    none waits for another. The task holds at most `most` events, then waits for the caller,
+    so a slow client still holds the provider back. A failure comes after the events before
+    it. Closing the lists stops the task and closes `events`, whose own clean-up (stopping
+    the provider's call, charging what it produced) is done when this returns.
+    """
+    relay = _Relay(events, most)
+    pulling = asyncio.create_task(relay.pull())
+    try:
+        while True:
+            if not relay.ready and not relay.finished:
+                await relay.wait_for_events()
+            if relay.ready:
+                batch, relay.ready = relay.ready, []
+                relay.room_made()
+                yield batch
+            elif relay.failure is not None:
+                raise relay.failure
+            else:
+                return
+    finally:
+        pulling.cancel()
+        # Shielded: the stream's own cancellation must not cut the clean-up short.
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([pulling])
+
+
+class _Relay(Generic[E]):
+    """What `ready_together`'s task and its caller share: the events pulled and not yet
+    taken, and a waiter on each side (the caller waits for events, the task for room)."""
+
+    def __init__(self, events: AsyncGenerator[E, None], most: int) -> None:
+        self.events = events
+        self.most = most
+        self.ready: list[E] = []
+        self.finished = False
+        self.failure: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
+        self._taker: asyncio.Future[None] | None = None
+        self._puller: asyncio.Future[None] | None = None
+
+    async def pull(self) -> None:
+        try:
+            async for event in self.events:
+                self.ready.append(event)
+                _wake(self._taker)
+                if len(self.ready) >= self.most:
+                    self._puller = self._loop.create_future()
+                    await self._puller
+        except Exception as error:  # noqa: BLE001 (raised to the caller, in its place)
+            self.failure = error
+        finally:
+            self.finished = True
+            _wake(self._taker)
+            await self.events.aclose()
+
+    async def wait_for_events(self) -> None:
+        self._taker = self._loop.create_future()
+        await self._taker
+
+    def room_made(self) -> None:
+        _wake(self._puller)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _usage_chunk(end: StreamEnd, *, completion_id: str, model: str, created: int) -> str:

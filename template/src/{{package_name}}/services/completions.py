@@ -11,7 +11,7 @@ from ..llm.errors import ProviderTimeoutError
 from ..llm.retry import RetryPolicy, call_with_retries, stream_with_retries
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable
+    from collections.abc import AsyncGenerator, Awaitable
 
     from ..llm.base import Completion, ModelInfo, Provider, StreamEvent
     from ..llm.router import ProviderRouter
@@ -71,16 +71,11 @@ class CompletionService:
     def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """The provider's events; raises `ProviderError` before or between them."""
         provider = self._provider_for(request)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.total_timeout
-
-        def seconds_for_next() -> float:
-            # One timer per event bounds both the gap between events and the whole call.
-            return min(self.request_timeout, deadline - loop.time())
-
+        deadline = asyncio.get_running_loop().time() + self.total_timeout
         # The guard sits inside the retry loop, so a provider that never starts is retried.
         return stream_with_retries(
-            lambda: _guarded(provider.stream(request), seconds_for_next), self.retry
+            lambda: _guarded(provider.stream(request), gap=self.request_timeout, deadline=deadline),
+            self.retry,
         )
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
@@ -130,19 +125,83 @@ async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
 
 
 async def _guarded(
-    events: AsyncGenerator[E, None], seconds_for_next: Callable[[], float]
+    events: AsyncGenerator[E, None], *, gap: float, deadline: float
 ) -> AsyncGenerator[E, None]:
-    """The events, each of which must arrive within `seconds_for_next()` of asking for it."""
+    """The events, each of which must arrive within `gap` seconds of asking for it, and all
+    of them by `deadline` (on the event loop's clock)."""
+    watch = _EventWatch(gap, deadline)
     try:
         while True:
+            watch.start()
             try:
-                async with asyncio.timeout(max(0.0, seconds_for_next())):
-                    event = await anext(events)
+                event = await anext(events)
             except StopAsyncIteration:
                 return
-            except TimeoutError as error:
-                raise ProviderTimeoutError("the LLM provider stopped answering in time") from error
+            except asyncio.CancelledError as error:
+                if watch.stop():
+                    msg = "the LLM provider stopped answering in time"
+                    raise ProviderTimeoutError(msg) from error
+                raise
+            watch.stop()
             yield event
     finally:
+        watch.close()
         # Closing the provider's generator is what stops its upstream call.
         await events.aclose()
+
+
+class _EventWatch:
+    """The timer of one stream's waits for events, as `asyncio.timeout` would be around
+    each wait, but one timer for the stream rather than one per event: a timer per event
+    costs more than the rest of an event's way through the service.
+
+    A wait must end by its `until` (the gap, or the deadline if sooner), which only moves
+    later from one wait to the next. The timer is set when a wait starts and none is set;
+    when it fires during a later wait whose time has not come, it is set again for that
+    wait; when it fires during a wait whose time has come, it cancels the waiting task, as a
+    timeout does, and `stop` tells that cancellation from any other.
+    """
+
+    def __init__(self, gap: float, deadline: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Whoever waits: the first event may be awaited by another task than the rest.
+        self._task: asyncio.Task[object] | None = None
+        self._gap = gap
+        self._deadline = deadline
+        self._until = deadline
+        self._waiting = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._fired = False
+        self._cancelling = 0
+
+    def start(self) -> None:
+        self._until = min(self._loop.time() + self._gap, self._deadline)
+        self._task = asyncio.current_task(self._loop)
+        self._waiting = True
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._until, self._check)
+
+    def stop(self) -> bool:
+        """End the wait; whether the task is being cancelled by this timer alone (then the
+        cancellation is taken back, as `asyncio.timeout` does)."""
+        self._waiting = False
+        if not self._fired or self._task is None:
+            return False
+        self._fired = False
+        return self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        self.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self._waiting or self._task is None:
+            return
+        if self._loop.time() < self._until:
+            self._timer = self._loop.call_at(self._until, self._check)
+            return
+        self._fired = True
+        self._cancelling = self._task.cancelling()
+        self._task.cancel()

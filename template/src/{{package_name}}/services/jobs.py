@@ -152,6 +152,8 @@ class JobContext:
 
     async def save_item(self, index: int, value: Any, *, total: int) -> None:
         self.check()
+        # A saved item is never run again, so what its calls cost must be written first.
+        await self.resources.usage.flush()
         status = await self.store.save_item(
             self.job.id, token=self.token, index=index, value=value, total=total
         )
@@ -262,6 +264,8 @@ async def run_job_attempt(
     finally:
         finished.set()
         await keeper
+    # Written before the job is told finished: whoever waited for it can read what it cost.
+    await resources.usage.flush()
     if await store.finish(job_id, token=token, status="succeeded", result=result):
         JOBS_FINISHED.labels(kind=job.kind, status="succeeded").inc()
     log.info("job_succeeded")

@@ -3,7 +3,9 @@
 Tokens are reserved before a call (the prompt's estimate plus `max_tokens`), so concurrent
 calls cannot all spend the same budget, then settled with what the provider reports. A
 stream the caller abandons is still charged for the tokens it produced, and that charge is
-made under a shield, so the cancellation that ends the stream cannot skip it.
+made under a shield, so the cancellation that ends the stream cannot skip it. The call's
+usage record goes to the usage writer, which writes it behind the answer
+(`storage/usage_writer.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from ..resources import Resources
     from ..security.principal import Principal
     from ..settings import ModelPrice
-    from ..storage.usage import UsageRepository
+    from ..storage.usage_writer import UsageWriter
     from ..tracing import GenAITracer
 
 
@@ -43,7 +45,7 @@ class MeteredCompletions:
         principal: Principal,
         limits: TierLimits,
         limiter: RateLimiter,
-        usage: UsageRepository,
+        usage: UsageWriter,
         cache: ResponseCache,
         prices: Mapping[str, ModelPrice],
         tracer: GenAITracer,
@@ -253,7 +255,7 @@ def metered_completions(
         principal=principal,
         limits=settings.tier_limits[principal.tier],
         limiter=resources.rate_limiter,
-        usage=resources.database.usage,
+        usage=resources.usage,
         cache=resources.cache,
         prices=settings.model_prices,
         tracer=resources.tracer,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from .ids import new_id
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import date, datetime
 
 
@@ -20,6 +23,9 @@ class UsageRecord:
     # "complete", or "interrupted" when the caller went away mid-stream (still charged).
     status: str
     created_at: datetime
+    # Given when the record is made, so that writing it again (a retry after a lost reply)
+    # adds nothing: a record is counted once.
+    id: str = field(default_factory=new_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +39,9 @@ class UsageTotal:
 
 
 class UsageRepository(Protocol):
-    async def record(self, record: UsageRecord) -> None: ...
+    async def record_many(self, records: Sequence[UsageRecord]) -> None:
+        """Write them all, or raise; a record already written (same id) is skipped."""
+        ...
 
     async def totals(self, principal_id: str, *, since: datetime) -> list[UsageTotal]:
         """Sums per UTC day and model, oldest day first."""

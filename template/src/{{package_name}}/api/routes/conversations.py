@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
 
-def get_conversation_service(
+async def get_conversation_service(
     principal: LimitedPrincipalDep, resources: ResourcesDep
 ) -> ConversationService:
     return ConversationService(resources.database.conversations, principal)
@@ -37,7 +37,7 @@ def get_conversation_service(
 ConversationServiceDep = Annotated[ConversationService, Depends(get_conversation_service)]
 
 
-def get_chat_service(
+async def get_chat_service(
     conversations: ConversationServiceDep,
     completions: MeteredCompletionsDep,
     resources: ResourcesDep,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def get_job_service(principal: LimitedPrincipalDep, resources: ResourcesDep) -> JobService:
+async def get_job_service(principal: LimitedPrincipalDep, resources: ResourcesDep) -> JobService:
     return JobService(resources, resources.job_queue, principal)
 
 

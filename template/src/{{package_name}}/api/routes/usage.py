@@ -19,7 +19,7 @@ async def read_usage(
     days: Annotated[int, Query(ge=1, le=366)] = 30,
 ) -> UsageReport:
     """The caller's LLM usage per UTC day and model, over the last `days` days."""
-    totals = await usage_totals(resources.database.usage, principal, days=days)
+    totals = await usage_totals(resources.usage, principal, days=days)
     return UsageReport(
         data=[
             UsageDay(
