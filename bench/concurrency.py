@@ -33,10 +33,11 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=60, help="in each answer")
     parser.add_argument("--token-delay", type=float, default=0.25, help="seconds per token")
     parser.add_argument("--ramp-seconds", type=float, default=5.0, help="to open a level's streams")
+    support.add_project_option(parser)
     args = parser.parse_args()
     combination = by_id(args.combination) if args.combination else defaults_combination()
     prefix = support.PACKAGE.upper() + "_"
-    with support.installed(combination, f"bench-{combination.id}") as project:
+    with support.installed(combination, f"bench-{combination.id}", args.project) as project:
         env = {
             **project.env,
             **support.service_environment(support.PACKAGE, combination.answers),

@@ -58,12 +58,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64, help="in each answer")
     parser.add_argument("--profile", help="a folder: record the service with py-spy there")
+    support.add_project_option(parser)
     args = parser.parse_args()
     chosen = by_id(args.combination) if args.combination else defaults_combination()
     # The upstream speaks OpenAI's API.
     combination = Combination({**chosen.answers, "llm_provider": "openai"})
     litellm = litellm_command()
-    with support.installed(combination, f"bench-{combination.id}") as project:
+    with support.installed(combination, f"bench-{combination.id}", args.project) as project:
         env = {
             **project.env,
             **support.service_environment(support.PACKAGE, combination.answers),

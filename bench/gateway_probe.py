@@ -331,6 +331,49 @@ def summary(runs: list[dict[str, Any]], phase: str) -> dict[str, float]:
 # -- where the service's time goes -------------------------------------------------------
 
 
+# What a sample was doing, by the first of these found anywhere in its stack. SQLAlchemy
+# runs its I/O in greenlets whose stacks start at the event loop: they are known by their
+# own frames (a read's session ends in a rollback, a write's in a commit).
+STAGES = (
+    (
+        "database connections: checkout, pre-ping, new ones",
+        (
+            "_async_ping (",
+            "_create_ssl_connection (",
+            "Pool.connect (",
+            "dbapi_connection.create (",
+        ),
+    ),
+    (
+        "auth: token or key, the caller's lookup",
+        ("authenticate (", "get_principal (", "AsyncSession.close (", "Transaction.rollback ("),
+    ),
+    ("rate limits and reservations (Redis)", ("RateLimiter.", " (redis/")),
+    (
+        "usage record (a database write)",
+        ("UsageRepository.record (", "AsyncSessionTransaction.__aexit__", "Transaction.commit ("),
+    ),
+    ("upstream call: openai SDK, httpx2", ("OpenAICompatibleProvider.",)),
+    ("SSE: encoding, middleware sends, socket writes", ("EventSourceResponse.",)),
+    ("thread pool hops (sync dependencies)", ("run_in_threadpool (", "WorkerThread.run (")),
+)
+
+
+NATIVE = "no Python frame (native code, waiting for the GIL)"
+
+
+def stage_of(stack: tuple[str, ...]) -> str:
+    joined = ";".join(stack)
+    for name, markers in STAGES:
+        if any(marker in joined for marker in markers):
+            return name
+    if stack == (NATIVE,):
+        return NATIVE
+    if stack[-1].startswith("Runner.run ("):
+        return "event loop itself (uvloop: I/O and callbacks)"
+    return "the rest: HTTP, routing, middleware, validation, metering"
+
+
 def frame_group(frame: str, package: str) -> str:
     """`function (path:line)` of py-spy's raw output as the library it is in (a module of
     the service's own package, or a top-level package or module otherwise)."""
@@ -346,18 +389,20 @@ def report_profile(raw: Path, package: str, seconds: float, rate: int) -> None:
     stacks: Counter[tuple[str, ...]] = Counter()
     for line in raw.read_text().splitlines():
         frames, _, count = line.rpartition(" ")
-        if frames:
+        if count:
             # `function (path:line)` as `function (path)`: a function is one, whatever line.
-            stack = tuple(re.sub(r":\d+\)$", ")", frame) for frame in frames.split(";"))
-            stacks[stack] += int(count)
+            stack = tuple(re.sub(r":\d+\)$", ")", f) for f in frames.split(";") if f)
+            stacks[stack or (NATIVE,)] += int(count)
     total = sum(stacks.values())
     if not total:
         print("    no samples")
         return
+    stages: Counter[str] = Counter()
     libraries: Counter[str] = Counter()
     mine: Counter[str] = Counter()
     own: Counter[str] = Counter()
     for stack, count in stacks.items():
+        stages[stage_of(stack)] += count
         libraries[frame_group(stack[-1], package)] += count
         mine.update(dict.fromkeys({f for f in stack if f" ({package}/" in f}, count))
         own[stack[-1]] += count
@@ -365,6 +410,9 @@ def report_profile(raw: Path, package: str, seconds: float, rate: int) -> None:
         f"    {total} samples in {seconds:.0f} s at {rate}/s: a thread of the process was "
         f"running {total / (seconds * rate):.0%} of the time"
     )
+    print("    by stage:")
+    for name, count in stages.most_common():
+        print(f"      {count / total:6.1%}  {name}")
     print("    by library, of the function on top of the stack (self):")
     for name, count in libraries.most_common(16):
         print(f"      {count / total:6.1%}  {name}")

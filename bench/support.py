@@ -3,6 +3,7 @@ service runs with (its servers, limits that never refuse, a database of the run 
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import tempfile
@@ -61,14 +62,25 @@ def service_environment(package: str, answers: dict[str, object]) -> dict[str, s
 
 
 @contextmanager
-def installed(combination: Combination, worker: str) -> Iterator[RenderedProject]:
-    """The combination rendered into a temporary folder and installed in the virtual
-    environment `worker` (one a combination: they differ in Python version)."""
+def installed(
+    combination: Combination, worker: str, rendered: Path | None = None
+) -> Iterator[RenderedProject]:
+    """The combination rendered into a temporary folder, or the copy of it at `rendered`
+    (edits made there are measured), installed in the virtual environment `worker` (one a
+    combination: they differ in Python version)."""
     with tempfile.TemporaryDirectory(prefix=f"{worker}-") as tmp:
-        path = project_tools.render(combination.answers, Path(tmp) / "project")
-        project = RenderedProject(combination, path, project_tools.tool_env(worker))
+        path = rendered or project_tools.render(combination.answers, Path(tmp) / "project")
+        project = RenderedProject(combination, path.resolve(), project_tools.tool_env(worker))
         project.sync()
         yield project
+
+
+def add_project_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--project",
+        type=Path,
+        help="an already rendered copy of the combination, edits and all, instead of a new one",
+    )
 
 
 def run_probe(
