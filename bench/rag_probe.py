@@ -26,7 +26,6 @@ import importlib
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import probe_support
+from probe_support import percentile
 
 ROUND = 10  # questions per round; the two kinds alternate which goes first
 WARMUP = 5
@@ -219,50 +220,6 @@ def serve(package: str, port: int) -> None:
 # -- the client -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def sign_in(client: httpx2.AsyncClient, auth: str) -> None:
-    """Headers of a new caller of the service, as its `auth` variant wants them."""
-    if auth == "none":
-        return
-    if auth != "jwt":
-        msg = f"auth={auth} is not supported by this benchmark (jwt or none)"
-        raise SystemExit(msg)
-    account = {"email": f"bench-{os.getpid()}-{time.time_ns()}@example.com"}
-    password = "bench password 123"  # noqa: S105 (a throw-away bench account)
-    response = await client.post("/v1/auth/register", json={**account, "password": password})
-    response.raise_for_status()
-    form = {"username": account["email"], "password": password}
-    response = await client.post("/v1/auth/token", data=form)
-    response.raise_for_status()
-    client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
-
-
-async def wait_until_up(client: httpx2.AsyncClient, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            msg = f"the service exited ({process.returncode}) before answering"
-            raise SystemExit(msg)
-        try:
-            if (await client.get("/health/ready")).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        await asyncio.sleep(0.05)
-    msg = "the service did not become ready within 60 s"
-    raise SystemExit(msg)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, round(share * len(ordered)) - 1)]
-
-
 def seconds_between(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
@@ -398,7 +355,7 @@ def report_stages(phase: str, stages: dict[str, list[float]]) -> None:
 
 async def measure(package: str, args: argparse.Namespace, logs: Path) -> None:
     corpus = Corpus(package, args.chunks, args.chunks_per_document)
-    port = free_port()
+    port = probe_support.free_port()
     with logs.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, __file__, package, "--serve", "--port", str(port)],
@@ -406,9 +363,10 @@ async def measure(package: str, args: argparse.Namespace, logs: Path) -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            await wait_until_up(client, process)
-            await sign_in(client, os.environ["BENCH_AUTH"])
+        url = f"http://127.0.0.1:{port}"
+        await probe_support.wait_until_up(url, process)
+        headers = await probe_support.sign_in(url, os.environ["BENCH_AUTH"])
+        async with httpx2.AsyncClient(base_url=url, timeout=120, headers=headers) as client:
             await client.get(STAGES_PATH)  # start-up and sign-in are not ingestion
             ingested, document_ids = await ingest(client, corpus)
             # Taking the stages resets them: ingestion, warm-up, then queries.
@@ -433,47 +391,6 @@ async def measure(package: str, args: argparse.Namespace, logs: Path) -> None:
         print(f"  service log: {len(problems)} warning/error line(s), first: {problems[0][:300]}")
 
 
-async def prepare_database(package: str) -> str | None:
-    """A fresh, migrated PostgreSQL database for the service (Mongo needs none); its name."""
-    url = os.environ.get(f"{package.upper()}_DATABASE_URL")
-    if url is None:
-        return None
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import make_url, text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    target = make_url(url)
-    engine = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    async with engine.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{target.database}"'))
-    await engine.dispose()
-    config = Config("alembic.ini")
-    config.attributes["configure_logger"] = False
-    await asyncio.to_thread(command.upgrade, config, "head")
-    return target.database
-
-
-async def drop_database(package: str, name: str | None) -> None:
-    prefix = package.upper()
-    if name is None:
-        from pymongo import AsyncMongoClient
-
-        url = os.environ[f"{prefix}_MONGO_URL"]
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-        await client.drop_database(os.environ[f"{prefix}_MONGO_DATABASE"])
-        await client.close()
-        return
-    from sqlalchemy import make_url, text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    url = make_url(os.environ[f"{prefix}_DATABASE_URL"]).set(database="postgres")
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as connection:
-        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await engine.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("package")
@@ -486,12 +403,12 @@ def main() -> None:
     if args.serve:
         serve(args.package, args.port)
         return
-    database = asyncio.run(prepare_database(args.package))
+    database = asyncio.run(probe_support.prepare_database(args.package))
     try:
         with tempfile.TemporaryDirectory(prefix="bench-rag-") as tmp:
             asyncio.run(measure(args.package, args, Path(tmp) / "service.log"))
     finally:
-        asyncio.run(drop_database(args.package, database))
+        asyncio.run(probe_support.drop_database(args.package, database))
 
 
 if __name__ == "__main__":

@@ -14,50 +14,14 @@ servers `scripts/servers.sh` starts.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
-from tools import project as project_tools
+from bench import support
 from tools.matrix import by_id, defaults_combination
-from tools.project import RenderedProject
 
 PROBE = Path(__file__).resolve().parent / "stream_probe.py"
-ADMIN_KEY = "bench-admin-key"
-UNLIMITED = {
-    "requests_per_minute": 10**9,
-    "tokens_per_minute": 10**12,
-    "tokens_per_day": 10**12,
-}
-
-
-def service_environment(package: str, answers: dict[str, object], tokens: int) -> dict[str, str]:
-    servers = project_tools.test_servers()
-    prefix = package.upper() + "_"
-    env = {
-        f"{prefix}ENVIRONMENT": "development",
-        f"{prefix}LOG_LEVEL": "WARNING",
-        f"{prefix}REDIS_URL": servers["TEST_REDIS_URL"],
-        f"{prefix}FAKE_ANSWER_TOKENS": str(tokens),
-        # Limits that never refuse: the benchmark measures their cost, not their effect.
-        f"{prefix}TIER_LIMITS": json.dumps(dict.fromkeys(("free", "pro", "enterprise"), UNLIMITED)),
-        f"{prefix}ADMIN_API_KEY": ADMIN_KEY,
-        f"{prefix}REDIS_NAMESPACE": f"bench-{uuid.uuid4().hex}",
-        "BENCH_TOKENS": str(tokens),
-        "BENCH_AUTH": str(answers["auth"]),
-        "BENCH_ADMIN_KEY": ADMIN_KEY,
-    }
-    if answers["database"] == "postgres":
-        server = servers["TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+asyncpg://", 1)
-        # A database of this run only, created and migrated by the probe.
-        env[f"{prefix}DATABASE_URL"] = f"{server.rsplit('/', 1)[0]}/bench_{uuid.uuid4().hex[:12]}"
-    else:
-        env[f"{prefix}MONGO_URL"] = servers["TEST_MONGO_URL"]
-        env[f"{prefix}MONGO_DATABASE"] = "bench_stream"
-    return env
 
 
 def main() -> int:
@@ -68,15 +32,15 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
     combination = by_id(args.combination) if args.combination else defaults_combination()
-    package = "ai_service"
+    prefix = support.PACKAGE.upper() + "_"
 
-    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-        path = project_tools.render(combination.answers, Path(tmp) / "project")
-        project = RenderedProject(combination, path, project_tools.tool_env("bench"))
-        project.sync()
+    with support.installed(combination, f"bench-{combination.id}") as project:
+        path = project.path
         env = {
             **project.env,
-            **service_environment(package, combination.answers, args.tokens),
+            **support.service_environment(support.PACKAGE, combination.answers),
+            f"{prefix}FAKE_ANSWER_TOKENS": str(args.tokens),
+            "BENCH_TOKENS": str(args.tokens),
         }
         # Start-up is measured as a deployed service starts: from compiled bytecode.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -96,9 +60,8 @@ def main() -> int:
             check=True,
         )
         print(f"{combination.label}: {args.tokens} tokens per answer, fake provider, no delay")
-        command = ["uv", "run", "python", str(PROBE), package]
-        command += ["--streams", args.streams, "--rounds", str(args.rounds)]
-        return subprocess.run(command, cwd=path, env=env, check=False).returncode
+        arguments = ["--streams", args.streams, "--rounds", str(args.rounds)]
+        return support.run_probe(project, PROBE, arguments, env)
 
 
 if __name__ == "__main__":
