@@ -5,6 +5,8 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
+from ...errors import error_responses
+from ...llm.errors import PROVIDER_ERROR_STATUSES
 from ...schemas.openai import ChatCompletion, ChatCompletionRequest
 from ..deps import SettingsDep
 from ..disconnect import cancel_on_disconnect
@@ -17,7 +19,10 @@ router = APIRouter(tags=["openai"])
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **error_responses(*PROVIDER_ERROR_STATUSES),
+    },
 )
 async def create_chat_completion(
     body: ChatCompletionRequest,

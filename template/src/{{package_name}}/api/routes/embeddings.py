@@ -5,8 +5,9 @@ import struct
 
 from fastapi import APIRouter, Request, Response
 
-from ...errors import APIError
+from ...errors import APIError, error_responses
 from ...llm.base import EmbeddingRequest
+from ...llm.errors import PROVIDER_ERROR_STATUSES
 from ...schemas.openai import EmbeddingItem, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage
 from ..disconnect import cancel_on_disconnect
 from ..limits import MeteredCompletionsDep
@@ -39,7 +40,7 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
     return vector
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=error_responses(*PROVIDER_ERROR_STATUSES))
 async def create_embeddings(
     body: EmbeddingsRequest,
     request: Request,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ...errors import error_responses
 from ...llm.errors import ModelNotFoundError
 from ...schemas.openai import Model, ModelList
 from ..deps import CompletionServiceDep
@@ -16,7 +17,7 @@ async def list_models(service: CompletionServiceDep) -> ModelList:
     return ModelList(data=[Model(id=m.id, created=m.created, owned_by=m.owned_by) for m in models])
 
 
-@router.get("/{model_id:path}")
+@router.get("/{model_id:path}", responses=error_responses(404))
 async def retrieve_model(model_id: str, service: CompletionServiceDep) -> Model:
     for model in await service.list_models():
         if model.id == model_id:
