@@ -14,7 +14,8 @@ from .deps import CompletionServiceDep, ResourcesDep
 _HEADERS_STATE = "rate_limit_headers"
 
 # What a route behind the request limit may answer before it runs: for want of a principal,
-# the limit reached, or the limits not to be checked (Redis not answering).
+# the limit reached, or the limits not to be checked (Redis not answering). Each router that
+# api/router.py includes behind the limit declares these.
 LIMITED_ROUTE_ERRORS = {**PRINCIPAL_ERRORS, **error_responses(429, 503)}
 
 

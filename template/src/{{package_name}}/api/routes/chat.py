@@ -10,10 +10,10 @@ from ...llm.errors import PROVIDER_ERROR_STATUSES
 from ...schemas.openai import ChatCompletion, ChatCompletionRequest
 from ..deps import SettingsDep
 from ..disconnect import cancel_on_disconnect
-from ..limits import MeteredCompletionsDep
+from ..limits import LIMITED_ROUTE_ERRORS, MeteredCompletionsDep
 from ..streaming import chat_completion_chunks, sse_response
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=LIMITED_ROUTE_ERRORS)
 
 
 @router.post(

@@ -21,13 +21,13 @@ from ...storage.conversations import ConversationChanges
 from ..conversation_views import conversation_out, message_out, turn_result
 from ..deps import ResourcesDep
 from ..disconnect import cancel_on_disconnect
-from ..limits import LimitedPrincipalDep, MeteredCompletionsDep  # noqa: TC001 (FastAPI reads it)
+from ..limits import LIMITED_ROUTE_ERRORS, LimitedPrincipalDep, MeteredCompletionsDep
 from ..turn_stream import STREAMED_TURN_RESPONSES, streamed_turn
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
-router = APIRouter(prefix="/conversations", tags=["conversations"])
+router = APIRouter(prefix="/conversations", tags=["conversations"], responses=LIMITED_ROUTE_ERRORS)
 
 
 def get_conversation_service(

@@ -10,9 +10,9 @@ from ...llm.base import EmbeddingRequest
 from ...llm.errors import PROVIDER_ERROR_STATUSES
 from ...schemas.openai import EmbeddingItem, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage
 from ..disconnect import cancel_on_disconnect
-from ..limits import MeteredCompletionsDep
+from ..limits import LIMITED_ROUTE_ERRORS, MeteredCompletionsDep
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=LIMITED_ROUTE_ERRORS)
 
 MAX_INPUTS = 2048  # OpenAI's own limit per request
 

@@ -10,12 +10,12 @@ from ...schemas.jobs import JobCreate, JobErrorOut, JobOut
 from ...services.job_kinds import JOB_KINDS
 from ...services.jobs import JobService
 from ..deps import ResourcesDep
-from ..limits import LimitedPrincipalDep
+from ..limits import LIMITED_ROUTE_ERRORS, LimitedPrincipalDep
 
 if TYPE_CHECKING:
     from ...job_store import Job
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=LIMITED_ROUTE_ERRORS)
 
 
 def get_job_service(principal: LimitedPrincipalDep, resources: ResourcesDep) -> JobService:

@@ -6,8 +6,9 @@ from ...errors import error_responses
 from ...llm.errors import ModelNotFoundError
 from ...schemas.openai import Model, ModelList
 from ..deps import CompletionServiceDep
+from ..limits import LIMITED_ROUTE_ERRORS
 
-router = APIRouter(prefix="/models", tags=["openai"])
+router = APIRouter(prefix="/models", tags=["openai"], responses=LIMITED_ROUTE_ERRORS)
 
 
 @router.get("")
