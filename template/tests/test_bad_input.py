@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -61,6 +62,7 @@ async def test_bad_chat_completion_requests(
         ({"model": "local-embedding", "input": "x", "encoding_format": "hex"}, 422, None),
         ({"model": "local-embedding", "input": {"text": "x"}}, 422, None),
         ({"model": "local-embedding", "input": "x", "dimensions": 0}, 422, None),
+        ({"model": "local-embedding", "input": "x", "dimensions": 10**9}, 422, None),
         ({"input": "x"}, 422, None),
     ],
 )
@@ -74,6 +76,41 @@ async def test_bad_embedding_requests(
     assert error["type"] == "invalid_request_error"
     if message is not None:
         assert message in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"title": "a\x00b"}, "title"),
+        ({"system_prompt": "\x00"}, "system_prompt"),
+        ({"model": "fake\ud800"}, "model"),
+        ({"max_tokens": 2**31}, "max_tokens"),
+    ],
+)
+async def test_what_a_conversation_cannot_keep_is_a_422(
+    client: AsyncClient, body: dict[str, Any], param: str
+) -> None:
+    # Escaped to ASCII, as a lone surrogate can only travel in JSON.
+    response = await client.post(
+        "/v1/conversations",
+        content=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_a_message_with_a_nul_is_a_422(client: AsyncClient) -> None:
+    created = await client.post("/v1/conversations", json={})
+    conversation_id = created.json()["id"]
+
+    response = await client.post(
+        f"/v1/conversations/{conversation_id}/messages", json={"content": "a\x00b"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == "content"
 
 
 async def test_a_body_that_is_not_json_is_a_422(client: AsyncClient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +22,6 @@ from .schemas.errors import ErrorDetail, ErrorResponse
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any
 
     from fastapi import FastAPI, Request
 
@@ -60,6 +59,14 @@ class APIError(Exception):
         self.code = code
         self.param = param
         self.headers = dict(headers or {})
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of errors a route answers with, each in the error envelope."""
+    return {
+        code: {"model": ErrorResponse, "description": HTTPStatus(code).phrase}
+        for code in status_codes
+    }
 
 
 def error_type_for(status_code: int) -> str:
@@ -176,6 +183,40 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> JSONRespo
     )
 
 
+def document_request_errors(app: FastAPI) -> None:
+    """The OpenAPI schema, saying how FastAPI's own checks of a request are answered: a 422
+    in the error envelope (FastAPI documents a body of its own, which is never sent), and a
+    400 for a body that cannot even be parsed (which it does not document)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = build()
+        if fresh:
+            _document_request_errors(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to change its schema
+
+
+def _document_request_errors(schema: dict[str, Any]) -> None:
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    envelope = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in envelope.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components.setdefault(ErrorResponse.__name__, envelope)
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"]["content"] = content
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "Bad Request", "content": content})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(APIError)(handle_api_error)
     app.exception_handler(StarletteHTTPException)(handle_http_exception)
@@ -187,3 +228,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(RedisTimeoutError)(handle_redis_unavailable)
     # Starlette hands `Exception` to its outermost middleware: the last word on any failure.
     app.exception_handler(Exception)(handle_unexpected_error)
+    document_request_errors(app)

@@ -5,12 +5,18 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import error_responses
 from ..security.principal import Principal
 from ..services.metering import MeteredCompletions, admit_request, metered_completions
-from .authentication import PrincipalDep
+from .authentication import PRINCIPAL_ERRORS, PrincipalDep
 from .deps import CompletionServiceDep, ResourcesDep
 
 _HEADERS_STATE = "rate_limit_headers"
+
+# What a route behind the request limit may answer before it runs: for want of a principal,
+# the limit reached, or the limits not to be checked (Redis not answering). Each router that
+# api/router.py includes behind the limit declares these.
+LIMITED_ROUTE_ERRORS = {**PRINCIPAL_ERRORS, **error_responses(429, 503)}
 
 
 async def enforce_request_limit(

@@ -48,6 +48,10 @@ class ModelNotFoundError(ProviderError):
     code = "model_not_found"
 
 
+# What a route that calls the provider may answer when the call fails: the classes' statuses.
+PROVIDER_ERROR_STATUSES = (400, 404, 429, 502, 504)
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a `Retry-After` header given in seconds; None when absent or a date."""
     try:

@@ -5,25 +5,31 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .text import KeptRequest
 
-class ConversationCreate(BaseModel):
+# Kept with the conversation, as a 32-bit integer where the database has a column for it; no
+# model answers with anywhere near this many tokens, and a turn past its model's is a 400.
+MAX_TOKENS_CEILING = 1_000_000
+
+
+class ConversationCreate(KeptRequest):
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(default="New conversation", min_length=1, max_length=200)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     system_prompt: str | None = Field(default=None, max_length=100_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CEILING)
 
 
-class ConversationPatch(BaseModel):
+class ConversationPatch(KeptRequest):
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(default=None, min_length=1, max_length=200)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     system_prompt: str | None = Field(default=None, max_length=100_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CEILING)
 
 
 class ConversationOut(BaseModel):
@@ -45,7 +51,7 @@ class ConversationPage(BaseModel):
     next_cursor: str | None
 
 
-class MessageCreate(BaseModel):
+class MessageCreate(KeptRequest):
     model_config = ConfigDict(extra="forbid")
 
     content: str = Field(min_length=1, max_length=100_000)

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from ..llm.base import ChatMessage, ChatRequest, Completion
 
+# No embedding model makes longer vectors (OpenAI's longest have 3072 dimensions, and the
+# setting `embedding_dimensions` stops here too); unbounded, one request could have the local
+# embedder fill gigabytes.
+MAX_EMBEDDING_DIMENSIONS = 4096
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -154,7 +159,7 @@ class EmbeddingsRequest(_Request):
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=MAX_EMBEDDING_DIMENSIONS)
     user: str | None = None
 
 

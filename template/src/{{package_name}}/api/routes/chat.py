@@ -5,19 +5,24 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
+from ...errors import error_responses
+from ...llm.errors import PROVIDER_ERROR_STATUSES
 from ...schemas.openai import ChatCompletion, ChatCompletionRequest
 from ..deps import SettingsDep
 from ..disconnect import cancel_on_disconnect
-from ..limits import MeteredCompletionsDep
+from ..limits import LIMITED_ROUTE_ERRORS, MeteredCompletionsDep
 from ..streaming import chat_completion_chunks, sse_response
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=LIMITED_ROUTE_ERRORS)
 
 
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **error_responses(*PROVIDER_ERROR_STATUSES),
+    },
 )
 async def create_chat_completion(
     body: ChatCompletionRequest,

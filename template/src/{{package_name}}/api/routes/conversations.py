@@ -4,6 +4,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from ...errors import error_responses
+from ...llm.errors import PROVIDER_ERROR_STATUSES
 from ...schemas.conversations import (
     ConversationCreate,
     ConversationOut,
@@ -19,13 +21,13 @@ from ...storage.conversations import ConversationChanges
 from ..conversation_views import conversation_out, message_out, turn_result
 from ..deps import ResourcesDep
 from ..disconnect import cancel_on_disconnect
-from ..limits import LimitedPrincipalDep, MeteredCompletionsDep  # noqa: TC001 (FastAPI reads it)
-from ..turn_stream import streamed_turn
+from ..limits import LIMITED_ROUTE_ERRORS, LimitedPrincipalDep, MeteredCompletionsDep
+from ..turn_stream import STREAMED_TURN_RESPONSES, streamed_turn
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
-router = APIRouter(prefix="/conversations", tags=["conversations"])
+router = APIRouter(prefix="/conversations", tags=["conversations"], responses=LIMITED_ROUTE_ERRORS)
 
 
 async def get_conversation_service(
@@ -82,14 +84,14 @@ async def list_conversations(
     )
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", responses=error_responses(404))
 async def read_conversation(
     conversation_id: str, service: ConversationServiceDep
 ) -> ConversationOut:
     return conversation_out(await service.get(conversation_id))
 
 
-@router.patch("/{conversation_id}")
+@router.patch("/{conversation_id}", responses=error_responses(404))
 async def update_conversation(
     conversation_id: str, body: ConversationPatch, service: ConversationServiceDep
 ) -> ConversationOut:
@@ -97,13 +99,17 @@ async def update_conversation(
     return conversation_out(await service.update(conversation_id, changes))
 
 
-@router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(404),
+)
 async def delete_conversation(conversation_id: str, service: ConversationServiceDep) -> Response:
     await service.delete(conversation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{conversation_id}/messages")
+@router.get("/{conversation_id}/messages", responses=error_responses(404))
 async def list_messages(
     conversation_id: str,
     service: ConversationServiceDep,
@@ -118,7 +124,11 @@ async def list_messages(
     )
 
 
-@router.post("/{conversation_id}/messages", response_model=TurnResult)
+@router.post(
+    "/{conversation_id}/messages",
+    response_model=TurnResult,
+    responses={**STREAMED_TURN_RESPONSES, **error_responses(*PROVIDER_ERROR_STATUSES)},
+)
 async def post_message(
     conversation_id: str,
     body: MessageCreate,

@@ -5,13 +5,14 @@ import struct
 
 from fastapi import APIRouter, Request, Response
 
-from ...errors import APIError
+from ...errors import APIError, error_responses
 from ...llm.base import EmbeddingRequest
+from ...llm.errors import PROVIDER_ERROR_STATUSES
 from ...schemas.openai import EmbeddingItem, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage
 from ..disconnect import cancel_on_disconnect
-from ..limits import MeteredCompletionsDep
+from ..limits import LIMITED_ROUTE_ERRORS, MeteredCompletionsDep
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=LIMITED_ROUTE_ERRORS)
 
 MAX_INPUTS = 2048  # OpenAI's own limit per request
 
@@ -39,7 +40,7 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
     return vector
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=error_responses(*PROVIDER_ERROR_STATUSES))
 async def create_embeddings(
     body: EmbeddingsRequest,
     request: Request,

@@ -4,16 +4,18 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from ...errors import error_responses
+from ...llm.errors import PROVIDER_ERROR_STATUSES
 from ...schemas.jobs import JobCreate, JobErrorOut, JobOut
 from ...services.job_kinds import JOB_KINDS
 from ...services.jobs import JobService
 from ..deps import ResourcesDep
-from ..limits import LimitedPrincipalDep
+from ..limits import LIMITED_ROUTE_ERRORS, LimitedPrincipalDep
 
 if TYPE_CHECKING:
     from ...job_store import Job
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=LIMITED_ROUTE_ERRORS)
 
 
 async def get_job_service(principal: LimitedPrincipalDep, resources: ResourcesDep) -> JobService:
@@ -38,7 +40,12 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    # A job is checked as its requests would be, before anything runs.
+    responses=error_responses(*PROVIDER_ERROR_STATUSES),
+)
 async def submit_job(
     body: JobCreate,
     service: JobServiceDep,
@@ -53,12 +60,12 @@ async def submit_job(
     return job_out(job)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=error_responses(404))
 async def get_job(job_id: str, service: JobServiceDep) -> JobOut:
     return job_out(await service.get(job_id))
 
 
-@router.delete("/{job_id}")
+@router.delete("/{job_id}", responses=error_responses(404, 409))
 async def cancel_job(job_id: str, service: JobServiceDep) -> JobOut:
     """Cancel a job that has not finished (409 for one that has)."""
     return job_out(await service.cancel(job_id))

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query
 from ...schemas.usage import UsageDay, UsageReport
 from ...services.usage import usage_totals
 from ..deps import ResourcesDep
-from ..limits import LimitedPrincipalDep
+from ..limits import LIMITED_ROUTE_ERRORS, LimitedPrincipalDep
 
-router = APIRouter(prefix="/usage", tags=["usage"])
+router = APIRouter(prefix="/usage", tags=["usage"], responses=LIMITED_ROUTE_ERRORS)
 
 
 @router.get("")
