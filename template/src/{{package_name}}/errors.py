@@ -124,7 +124,9 @@ async def handle_api_error(_request: Request, exc: APIError) -> JSONResponse:
 
 async def handle_http_exception(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return error_response(exc.status_code, message, headers=exc.headers)
+    # A body over MAX_REQUEST_BYTES (api/body_limit.py): coded as nginx's refusal of one is.
+    code = "request_too_large" if exc.status_code == 413 else None
+    return error_response(exc.status_code, message, code=code, headers=exc.headers)
 
 
 async def handle_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -186,7 +188,8 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> JSONRespo
 def document_request_errors(app: FastAPI) -> None:
     """The OpenAPI schema, saying how FastAPI's own checks of a request are answered: a 422
     in the error envelope (FastAPI documents a body of its own, which is never sent), and a
-    400 for a body that cannot even be parsed (which it does not document)."""
+    400 for a body that cannot even be parsed and a 413 for one over MAX_REQUEST_BYTES
+    (which it does not document)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -213,6 +216,9 @@ def _document_request_errors(schema: dict[str, Any]) -> None:
                 responses["422"]["content"] = content
             if "requestBody" in operation:
                 responses.setdefault("400", {"description": "Bad Request", "content": content})
+                responses.setdefault(
+                    "413", {"description": "Content Too Large", "content": content}
+                )
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
 
