@@ -3,7 +3,7 @@
 Past the cap, the route's read of the body raises `BodyTooLargeError`, a 413 the error
 handlers answer in the envelope like any other error: at the first read when the declared
 Content-Length is over it, else at the first chunk past it, so a chunked body cannot slip
-by. A route that reads no body is never refused for one. FastAPI's own `max_body_size`
+by. Nothing past the cap is kept. A route that reads no body is never refused for one. FastAPI's own `max_body_size`
 counts the same way, but answers a declared length over the cap with Starlette's
 plain-text 413 in place of whatever response the app sends, so the envelope could not be.
 """
@@ -26,9 +26,10 @@ class BodyTooLargeError(HTTPException):
     # An HTTPException: FastAPI passes those on from reading the body, other errors it
     # turns into a 400.
     def __init__(self) -> None:
-        # Closed after the answer: else the server would read the rest of the body to keep
-        # the connection.
-        super().__init__(413, "The request body is too large", headers={"Connection": "close"})
+        # The connection is kept: the server reads the rest of the body and drops it, so a
+        # client still sending gets this answer. Closed at once, the unread bytes would make
+        # the socket send a reset, which a client can read before the 413.
+        super().__init__(413, "The request body is too large")
 
 
 class BodySizeLimitMiddleware:
