@@ -3,9 +3,10 @@
 Past the cap, the route's read of the body raises `BodyTooLargeError`, a 413 the error
 handlers answer in the envelope like any other error: at the first read when the declared
 Content-Length is over it, else at the first chunk past it, so a chunked body cannot slip
-by. Nothing past the cap is kept. A route that reads no body is never refused for one. FastAPI's own `max_body_size`
-counts the same way, but answers a declared length over the cap with Starlette's
-plain-text 413 in place of whatever response the app sends, so the envelope could not be.
+by. Nothing past the cap is kept; a route that reads no body is never refused for one.
+FastAPI's own `max_body_size` counts the same way, but answers a declared length over the
+cap with Starlette's plain-text 413 in place of whatever response the app sends, so the
+envelope could not be.
 """
 
 from __future__ import annotations
