@@ -153,6 +153,13 @@ def synced_project(project: RenderedProject) -> RenderedProject:
 # --- progress: one line per finished combination --------------------------------------------
 
 
+def failed_tests(report: str) -> list[str]:
+    """The `FAILED tests/...` and `ERROR tests/...` lines of a rendered project's own pytest
+    run, from a failed step's report (its output is in the raised `CommandFailed`)."""
+    found = re.findall(r"^(?:E\s+)?((?:FAILED|ERROR) tests/.*)$", report, re.MULTILINE)
+    return list(dict.fromkeys(line[:300] for line in found))
+
+
 class CombinationProgress:
     """Print one line per combination as its last test finishes: verdict, time, slowest steps.
 
@@ -166,6 +173,7 @@ class CombinationProgress:
         self.done: dict[str, int] = defaultdict(int)
         self.failed: dict[str, int] = defaultdict(int)
         self.steps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.failures: dict[str, list[str]] = defaultdict(list)
         self.finished = 0
 
     @staticmethod
@@ -199,6 +207,7 @@ class CombinationProgress:
         self.steps[combination][step] += report.duration
         if report.failed:
             self.failed[combination] += 1
+            self.failures[combination] += failed_tests(str(report.longrepr))
         if report.when != "teardown":
             return
         self.done[combination] += 1
@@ -217,3 +226,7 @@ class CombinationProgress:
                 + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest)
                 + ")"
             )
+            # Which of the project's own tests failed, at once: the full report comes only
+            # at the end of the run, and CI may show only its tail.
+            for line in self.failures[combination]:
+                reporter.write_line(f"    {line}")
