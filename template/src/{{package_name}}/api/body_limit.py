@@ -48,11 +48,11 @@ class BodySizeLimitMiddleware:
 
         async def receive_counted() -> Message:
             nonlocal received
-            limit: int = scope[_LIMIT]
-            if declared is not None and declared > limit:
+            limit: int | None = scope[_LIMIT]
+            if limit is not None and declared is not None and declared > limit:
                 raise BodyTooLargeError
             message = await receive()
-            if message["type"] == "http.request":
+            if limit is not None and message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLargeError
@@ -61,10 +61,10 @@ class BodySizeLimitMiddleware:
         await self.app(scope, receive_counted, send)
 
 
-def allow_body_of(request: Request, max_bytes: int) -> None:
-    """Let this request's body be up to `max_bytes`: for a route that holds the body to a
-    cap of its own as it reads it (document uploads)."""
-    request.scope[_LIMIT] = max_bytes
+def counted_by_the_route(request: Request) -> None:
+    """Leave this request's body uncapped here: for a route that holds the body to a cap of
+    its own as it reads it, and answers in its own words (document uploads)."""
+    request.scope[_LIMIT] = None
 
 
 def _declared_length(scope: Scope) -> int | None:
