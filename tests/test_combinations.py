@@ -150,6 +150,8 @@ def test_own_test_suite_passes_against_real_servers(
 ) -> None:
     # Wide, so that the summary's FAILED lines keep their messages (shown in the progress).
     env = {**test_servers, "COLUMNS": "300"}
+    if not synced_project.combination.runs_load_test:
+        env["LOAD_TEST_ROUNDS"] = "1"
     result = synced_project.run(
         "uv", "run", "pytest", "-q", "-p", "no:cacheprovider", env=env
     ).check()

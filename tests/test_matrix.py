@@ -48,3 +48,19 @@ def test_ids_are_unique_and_stable() -> None:
 
     assert len(set(ids)) == len(ids)
     assert ids[0] == "jwt-postgres-celery-sse"
+
+
+def test_the_whole_load_test_runs_once_for_each_path_a_turn_takes() -> None:
+    def transport(streaming: str) -> str:
+        return "websocket" if streaming == "websocket" else "sse"
+
+    paths = [
+        (c.answers["auth"], c.answers["database"], transport(c.answers["streaming"]))
+        for c in combinations()
+        if c.runs_load_test
+    ]
+
+    assert len(paths) == len(set(paths))
+    assert set(paths) == set(
+        itertools.product(choices("auth"), choices("database"), ("sse", "websocket"))
+    )

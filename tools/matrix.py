@@ -39,6 +39,16 @@ class Combination:
         extras = ", ".join(f"{q}={self.answers[q]}" for q in ORTHOGONAL_QUESTIONS)
         return f"{self.id} ({extras})"
 
+    @property
+    def runs_load_test(self) -> bool:
+        """Whether the matrix runs this combination's whole load test (`tests/test_load.py`,
+        the most expensive test of a suite: 2,000 streamed turns, and the worker's memory
+        compared across them); the others run one round of 200 turns. What a turn runs
+        through depends on the authentication, the database and the transport, not on the
+        task queue, and `streaming=both` streams turns over SSE as `sse` does: one
+        combination for each authentication, database and transport runs it whole."""
+        return self.answers["task_queue"] == "none" and self.answers["streaming"] != "both"
+
     def __hash__(self) -> int:
         return hash(self.id)
 
