@@ -62,6 +62,10 @@ class Case:
     tag: str
     combination: str
     change: dict[str, Any] | None = None  # answers changed on update
+    # Whether the updated project's own suite runs too. Every updated file is compared with
+    # a fresh render of HEAD, whose suite the matrix runs; one case of edits and the answer
+    # change run theirs, for the user's own test and router and the merged files together.
+    runs_own_tests: bool = False
 
     @property
     def id(self) -> str:
@@ -74,11 +78,18 @@ CASES = [
     Case(PREVIOUS, "jwt-postgres-none-sse"),
     Case(PREVIOUS, "api_key-mongo-celery-websocket"),
     Case(OLDEST_SUPPORTED, "jwt-postgres-none-sse"),
-    Case(OLDEST_SUPPORTED, "none-mongo-celery-both"),
+    Case(OLDEST_SUPPORTED, "none-mongo-celery-both", runs_own_tests=True),
 ]
 ANSWER_CHANGE = Case(
-    PREVIOUS, "jwt-postgres-celery-sse", change={"task_queue": "none", "streaming": "websocket"}
+    PREVIOUS,
+    "jwt-postgres-celery-sse",
+    change={"task_queue": "none", "streaming": "websocket"},
+    runs_own_tests=True,
 )
+
+
+def case_params(cases: list[Case]) -> list[Any]:
+    return [pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(c.id)) for c in cases]
 
 
 # --- the user's edits -------------------------------------------------------------------------
@@ -304,7 +315,7 @@ def resolve_as_a_user(updated: Updated) -> None:
 
 @pytest.fixture(
     scope="module",
-    params=[pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(c.id)) for c in CASES],
+    params=case_params(CASES),
 )
 def updated(
     request: pytest.FixtureRequest,
@@ -386,6 +397,9 @@ def test_updated_project_lints_and_type_checks(updated: Updated) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "updated", case_params([c for c in CASES if c.runs_own_tests]), indirect=True
+)
 def test_updated_project_passes_its_own_tests(updated: Updated) -> None:
     run_own_tests(updated.project)
 
