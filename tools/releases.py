@@ -41,8 +41,8 @@ RELEASES: tuple[Release, ...] = (
     Release("v0.4.0", "5f43fd6a7444321a0af62568cf36ea7a88c1dc74"),
     # Long-running jobs and RAG.
     Release("v0.5.0", "b20302230dd303b019eeb59346ed135824169dc8"),
-    # Deployment and operations, and the tested update path: tagged at the merge.
-    Release("v0.6.0", None),
+    # Deployment and operations, and the tested update path.
+    Release("v0.6.0", "b5c296d05b5bb6d23bd02f82fec2cec4e90d0398"),
 )
 
 # The oldest release whose projects update to the current template without a conflict in a
