@@ -52,6 +52,24 @@ RATE_LIMIT_REJECTIONS = Counter(
     "Calls refused with 429 by the service's own limits",
     ["limit", "tier"],
 )
+# The per-model gate on provider calls (llm/gate.py), counted per process.
+LLM_QUEUE_DEPTH = Gauge(
+    "llm_queue_depth",
+    "Calls waiting for a slot of their model's concurrency gate",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+LLM_QUEUE_WAIT = Histogram(
+    "llm_queue_wait_seconds",
+    "Time a call that found its model's concurrency gate full waited for a slot",
+    ["model", "tier"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+LLM_QUEUE_TIMEOUTS = Counter(
+    "llm_queue_timeouts",
+    "Calls refused with 503 after waiting the whole queue timeout for a slot",
+    ["model", "tier"],
+)
 JOBS_SUBMITTED = Counter("jobs_submitted", "Jobs accepted for running", ["kind"])
 JOBS_FINISHED = Counter(
     "jobs_finished",

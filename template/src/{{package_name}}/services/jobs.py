@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import APIError
 from ..job_store import FINISHED, Job, JobError
 from ..llm.errors import ProviderError
+from ..llm.gate import QueueTimeoutError
 from ..metrics import JOBS_FINISHED, JOBS_SUBMITTED
 from ..storage.ids import is_id, new_id
 from .metering import admit_request, metered_completions
@@ -190,6 +191,8 @@ def is_transient(error: BaseException, resources: Resources) -> bool:
     provider failed in a way worth retrying."""
     if isinstance(error, ProviderError):
         return error.retryable
+    if isinstance(error, QueueTimeoutError):
+        return True
     return isinstance(error, _UNREACHABLE) or resources.database.is_unavailable(error)
 
 

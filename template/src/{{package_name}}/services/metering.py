@@ -6,13 +6,19 @@ stream the caller abandons is still charged for the tokens it produced, and that
 made under a shield, so the cancellation that ends the stream cannot skip it. The call's
 usage record goes to the usage writer, which writes it behind the answer
 (`storage/usage_writer.py`).
+
+Between the reservation and the call, each call waits for a slot of its model's gate
+(`llm/gate.py`), which bounds the calls in flight and serves waiters by tier; a stream holds
+its slot until it ends, however it ends.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 
@@ -25,10 +31,12 @@ from ..storage.usage import UsageRecord
 from .completions import CompletionService
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+    from types import TracebackType
 
     from ..cache import ResponseCache
     from ..llm.base import ChatRequest, Completion, StreamEvent
+    from ..llm.gate import ModelGate, ModelGates
     from ..ratelimit import RateLimiter, TierLimits, TokenReservation
     from ..resources import Resources
     from ..security.principal import Principal
@@ -49,6 +57,7 @@ class MeteredCompletions:
         cache: ResponseCache,
         prices: Mapping[str, ModelPrice],
         tracer: GenAITracer,
+        gates: ModelGates,
     ) -> None:
         self.completions = completions
         self.principal = principal
@@ -58,6 +67,7 @@ class MeteredCompletions:
         self.cache = cache
         self.prices = prices
         self.tracer = tracer
+        self.gates = gates
 
     async def complete(self, request: ChatRequest) -> tuple[Completion, bool]:
         """The completion, and whether it came from the cache (then it is not charged)."""
@@ -68,17 +78,18 @@ class MeteredCompletions:
         reservation = await self._reserve(
             count_message_tokens(request.messages) + request.max_tokens
         )
-        started = time.perf_counter()
-        span = self.tracer.start_chat(
-            request, provider=self.completions.provider_name(request.model), streaming=False
-        )
-        try:
-            completion = await self.completions.complete(request)
-        except BaseException as error:
-            self.tracer.finish(span, None, error=error)
-            with anyio.CancelScope(shield=True):
-                await self.limiter.reconcile(reservation, 0)
-            raise
+        async with self._slot(request.model, reservation):
+            started = time.perf_counter()
+            span = self.tracer.start_chat(
+                request, provider=self.completions.provider_name(request.model), streaming=False
+            )
+            try:
+                completion = await self.completions.complete(request)
+            except BaseException as error:
+                self.tracer.finish(span, None, error=error)
+                with anyio.CancelScope(shield=True):
+                    await self.limiter.reconcile(reservation, 0)
+                raise
         self.tracer.finish(
             span,
             completion.usage,
@@ -96,10 +107,17 @@ class MeteredCompletions:
         reservation = await self._reserve(
             count_message_tokens(request.messages) + request.max_tokens
         )
-        return self._metered_stream(request, reservation)
+        gate = self.gates[request.model]
+        await self._acquire(gate, reservation)
+
+        async def abandon() -> None:
+            gate.release()
+            await self.limiter.reconcile(reservation, 0)
+
+        return _HeldStream(self._metered_stream(request, reservation, gate), abandon)
 
     async def _metered_stream(
-        self, request: ChatRequest, reservation: TokenReservation
+        self, request: ChatRequest, reservation: TokenReservation, gate: ModelGate
     ) -> AsyncGenerator[StreamEvent, None]:
         started = time.perf_counter()
         span = self.tracer.start_chat(
@@ -123,6 +141,7 @@ class MeteredCompletions:
             failure = error
             raise
         finally:
+            gate.release()
             usage = end.usage if end is not None else None
             self.tracer.finish(
                 span,
@@ -152,21 +171,22 @@ class MeteredCompletions:
         if not missing:
             return Embeddings([vector for vector in cached if vector is not None], 0), True
         reservation = await self._reserve(sum(count_text_tokens(text) for text in missing))
-        started = time.perf_counter()
-        span = self.tracer.start_embeddings(
-            request.model,
-            provider=self.completions.provider_name(request.model),
-            inputs=len(missing),
-        )
-        try:
-            fresh = await self.completions.embed(
-                EmbeddingRequest(request.model, missing, request.dimensions)
+        async with self._slot(request.model, reservation):
+            started = time.perf_counter()
+            span = self.tracer.start_embeddings(
+                request.model,
+                provider=self.completions.provider_name(request.model),
+                inputs=len(missing),
             )
-        except BaseException as error:
-            self.tracer.finish(span, None, error=error)
-            with anyio.CancelScope(shield=True):
-                await self.limiter.reconcile(reservation, 0)
-            raise
+            try:
+                fresh = await self.completions.embed(
+                    EmbeddingRequest(request.model, missing, request.dimensions)
+                )
+            except BaseException as error:
+                self.tracer.finish(span, None, error=error)
+                with anyio.CancelScope(shield=True):
+                    await self.limiter.reconcile(reservation, 0)
+                raise
         self.tracer.finish(span, Usage(fresh.input_tokens, 0))
         await self._charge(
             reservation, request.model, Usage(fresh.input_tokens, 0), started, "complete"
@@ -178,6 +198,24 @@ class MeteredCompletions:
             for text, vector in zip(request.inputs, cached, strict=True)
         ]
         return Embeddings(vectors, fresh.input_tokens), False
+
+    async def _acquire(self, gate: ModelGate, reservation: TokenReservation) -> None:
+        """A slot of the model's gate; a call that gets none gives its reservation back."""
+        try:
+            await gate.acquire(self.principal.tier)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.limiter.reconcile(reservation, 0)
+            raise
+
+    @asynccontextmanager
+    async def _slot(self, model: str, reservation: TokenReservation) -> AsyncIterator[None]:
+        gate = self.gates[model]
+        await self._acquire(gate, reservation)
+        try:
+            yield
+        finally:
+            gate.release()
 
     async def _reserve(self, tokens: int) -> TokenReservation:
         reservation = await self.limiter.reserve_tokens(
@@ -231,6 +269,53 @@ class MeteredCompletions:
         )
 
 
+class _HeldStream(AsyncGenerator["StreamEvent", None]):
+    """A metered stream that holds a gate slot and a token reservation from before its
+    first event. Its generator gives both back when it ends; but a generator closed before
+    it started runs none of its body, so that case is caught here."""
+
+    def __init__(
+        self, events: AsyncGenerator[StreamEvent, None], abandon: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._events = events
+        self._abandon: Callable[[], Awaitable[None]] | None = abandon
+
+    async def asend(self, value: None) -> StreamEvent:
+        self._abandon = None
+        return await self._events.asend(value)
+
+    @overload
+    async def athrow(
+        self,
+        typ: type[BaseException],
+        val: BaseException | object = None,
+        tb: TracebackType | None = None,
+        /,
+    ) -> StreamEvent: ...
+
+    @overload
+    async def athrow(
+        self, typ: BaseException, val: None = None, tb: TracebackType | None = None, /
+    ) -> StreamEvent: ...
+
+    async def athrow(self, typ: Any, val: Any = None, tb: TracebackType | None = None, /) -> Any:
+        await self._give_back_unstarted()
+        if val is None and tb is None:
+            return await self._events.athrow(typ)
+        return await self._events.athrow(typ, val, tb)
+
+    async def aclose(self) -> None:
+        # The generator's own aclose: the ABC's, by way of athrow, misreads a finished one.
+        await self._give_back_unstarted()
+        await self._events.aclose()
+
+    async def _give_back_unstarted(self) -> None:
+        if (abandon := self._abandon) is not None:
+            self._abandon = None
+            with anyio.CancelScope(shield=True):
+                await abandon()
+
+
 async def admit_request(principal: Principal, resources: Resources) -> dict[str, str]:
     """Count one request against the principal's tier (429 when over); its rate headers."""
     limits = resources.settings.tier_limits[principal.tier]
@@ -259,4 +344,5 @@ def metered_completions(
         cache=resources.cache,
         prices=settings.model_prices,
         tracer=resources.tracer,
+        gates=resources.gates,
     )
