@@ -3,7 +3,7 @@ answer, kept for the caller who started it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -48,6 +48,36 @@ class AgentRun:
     error: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+def steps_to_json(steps: tuple[AgentStep, ...]) -> list[dict[str, Any]]:
+    """The steps as JSON objects (a tool call nested in its step), as both backends store them."""
+    return [asdict(step) for step in steps]
+
+
+def steps_from_json(documents: list[dict[str, Any]]) -> tuple[AgentStep, ...]:
+    return tuple(
+        AgentStep(
+            index=document["index"],
+            description=document["description"],
+            output=document["output"],
+            tool_call=_tool_call_from_json(document.get("tool_call")),
+            input_tokens=document["input_tokens"],
+            output_tokens=document["output_tokens"],
+        )
+        for document in documents
+    )
+
+
+def _tool_call_from_json(document: dict[str, Any] | None) -> ToolCall | None:
+    if document is None:
+        return None
+    return ToolCall(
+        tool=document["tool"],
+        arguments=document["arguments"],
+        result=document.get("result"),
+        error=document.get("error"),
+    )
 
 
 class AgentRunRepository(Protocol):
