@@ -86,6 +86,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Rate limits, usage and cache", ("tier_limits", "rate_limit", "model_prices", "cache_")),
     ("Jobs", ("jobs_", "celery_", "worker_")),
     ("LLM provider", ("llm_", "default_chat_model", "context_token_budget")),
+    ("Agent runs", ("agent_",)),
     ("Streaming", ("sse_", "ws_")),
     ("The fake provider and embeddings", ("fake_", "local_embedding", "embedding_")),
     ("Documents and RAG", ("rag_",)),

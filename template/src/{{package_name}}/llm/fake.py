@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
     from .embedder import HashingEmbedder
+
+# The opening of an agent run's planning prompt (`services/agents.py`): asked to plan, the fake
+# answers with a plan scripted by the task, so a test decides a run's steps exactly.
+PLANNING_PROMPT_OPENING = "You plan the steps of a task."
 
 FakeFailure = Literal["none", "rate_limit", "server_error", "error_mid_stream", "hang"]
 
@@ -163,6 +169,10 @@ class FakeProvider:
 
     def answer_for(self, request: ChatRequest) -> tuple[list[str], Completion]:
         """The tokens the fake answers this request with, and the completion they make."""
+        if request.messages and request.messages[0].content.startswith(PLANNING_PROMPT_OPENING):
+            plan = scripted_plan(request.messages[-1].content)
+            usage = Usage(count_message_tokens(request.messages), count_text_tokens(plan))
+            return [plan], Completion(content=plan, finish_reason="stop", usage=usage)
         seed = hashlib.sha256(
             "\x1e".join(f"{m.role}:{m.content}" for m in request.messages).encode()
         ).digest()
@@ -240,6 +250,31 @@ class FakeProvider:
             await asyncio.Event().wait()
         if self.behaviour.first_token_delay:
             await asyncio.sleep(self.behaviour.first_token_delay)
+
+
+_TOOL_LINE = re.compile(r"use (\S+)(?:\s+(.*))?")
+
+
+def scripted_plan(task: str) -> str:
+    """The plan for `task`: each line `use <tool> <JSON arguments>` a step calling that tool
+    (with the text as it is when it is not JSON, which the planner's caller refuses), and
+    every other line that is not blank a step of its own."""
+    steps: list[dict[str, object]] = []
+    for line in task.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        match = _TOOL_LINE.fullmatch(line)
+        if match is None:
+            steps.append({"description": line, "tool": None, "arguments": {}})
+            continue
+        text = match.group(2) or "{}"
+        try:
+            arguments: object = json.loads(text)
+        except ValueError:
+            arguments = text
+        steps.append({"description": line, "tool": match.group(1), "arguments": arguments})
+    return json.dumps({"steps": steps})
 
 
 def _retokenize(tokens: list[str], length: int) -> list[str]:
