@@ -1,10 +1,10 @@
 """Streamed conversation turns that outlive their connection, for a client to resume.
 
-A streamed turn runs in a task of the process, not in its HTTP response: the response only
-reads its events. Every event is numbered and kept in memory for the readers on this
-replica, and written (a batch of events per round trip) to a Redis stream that expires
-shortly after the turn, for readers on any replica. A client whose connection dropped asks
-for the events after the last one it saw and then follows the live ones.
+A streamed turn runs in a task of the process, not in its HTTP response or its socket
+session, which only read its events. Every event is numbered and kept in memory for the
+readers on this replica, and written (a batch of events per round trip) to a Redis stream
+that expires shortly after the turn, for readers on any replica. A client whose connection
+dropped asks for the events after the last one it saw and then follows the live ones.
 
 A turn nobody reads for the resume window is cancelled, and saved as `interrupted`, as a
 turn whose caller left always was. Readers on other replicas keep a presence key fresh in
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 logger = structlog.get_logger(__name__)
 
 # The kinds of event that end a turn.
-FINAL_KINDS = frozenset({"done", "error", "interrupted"})
+FINAL_KINDS = frozenset({"done", "error", "interrupted", "cancelled"})
 # How often a reader on another replica than the turn's looks for new events.
 _POLL_SECONDS = 0.05
 
@@ -192,7 +192,7 @@ class TurnRun:
         turn_id: str,
         *,
         window_seconds: float,
-        interrupted: Callable[[], tuple[str, str]],
+        interrupted: Callable[[int], tuple[str, str]],
     ) -> None:
         self.buffer = buffer
         self.conversation_id = conversation_id
@@ -208,6 +208,7 @@ class TurnRun:
         self._alone.set()
         self._changed = asyncio.Event()
         self._abandoned = False
+        self.task: asyncio.Task[None] | None = None
 
     async def follow(self, seq: int) -> AsyncIterator[list[TurnEvent]]:
         """The events after `seq`, in lists of those that came together, to the last."""
@@ -239,7 +240,7 @@ class TurnRun:
                 self._add(kind, data)
         except asyncio.CancelledError:
             # The turn's own clean-up has saved it as interrupted by now.
-            self._add(*self._interrupted())
+            self._add(*self._interrupted(len(self.events) + 1))
             if not self._abandoned:
                 raise
             this.uncancel()
@@ -250,6 +251,12 @@ class TurnRun:
             # Shielded: the last events are written even when shutting down.
             with anyio.CancelScope(shield=True):
                 await asyncio.wait([writing, watching])
+
+    def cancel(self) -> None:
+        """Stop the turn now (its caller asked to): saved as interrupted, as when abandoned."""
+        if self.task is not None and not self.finished:
+            self._abandoned = True
+            self.task.cancel()
 
     def _add(self, kind: str, data: str) -> None:
         self.events.append(TurnEvent(len(self.events) + 1, kind, data))
@@ -305,7 +312,7 @@ class TurnRuns:
         turn_id: str,
         events: AsyncIterator[tuple[str, str]],
         *,
-        interrupted: Callable[[], tuple[str, str]],
+        interrupted: Callable[[int], tuple[str, str]],
     ) -> TurnRun:
         run = TurnRun(
             self.buffer,
@@ -314,7 +321,7 @@ class TurnRuns:
             window_seconds=self._window,
             interrupted=interrupted,
         )
-        task = asyncio.create_task(run.run(events), name=f"turn-{turn_id}")
+        task = run.task = asyncio.create_task(run.run(events), name=f"turn-{turn_id}")
         self._runs[turn_id] = run
         self._tasks.add(task)
 
