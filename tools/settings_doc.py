@@ -87,7 +87,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Jobs", ("jobs_", "celery_", "worker_")),
     ("LLM provider", ("llm_", "default_chat_model", "context_token_budget")),
     ("Agent runs", ("agent_",)),
-    ("Streaming", ("sse_", "ws_")),
+    ("Streaming", ("sse_", "stream_", "ws_")),
     ("The fake provider and embeddings", ("fake_", "local_embedding", "embedding_")),
     ("Documents and RAG", ("rag_",)),
     ("Health and CORS", ("readiness_", "cors_")),
