@@ -8,11 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from .conversations import TurnUsage
 from .text import KeptRequest
 
+# A task is a prompt: long enough for a detailed one, short of a document.
+MAX_TASK_CHARACTERS = 20_000
+
 
 class AgentRunCreate(KeptRequest):
     model_config = ConfigDict(extra="forbid")
 
-    task: str = Field(min_length=1, max_length=20_000)
+    task: str = Field(min_length=1, max_length=MAX_TASK_CHARACTERS)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     stream: bool = False
 

@@ -33,7 +33,7 @@ from ..storage.ids import is_id, new_id
 from .conversations import checked_cursor
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from redis.asyncio import Redis
 
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 logger = structlog.get_logger(__name__)
 
 ToolErrorPolicy = Literal["continue", "stop"]
+
+# Runs being saved as they end, each in a task that must outlive a cancelled caller.
+_ENDING: set[asyncio.Future[AgentRun]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +201,32 @@ class AgentRunner:
         await self.cancellation.request(run.id)
         return run
 
+    async def stream(self, run: AgentRun) -> AsyncIterator[AgentEvent]:
+        """The run's events as it makes them, for a stream to its caller (SSE or WebSocket).
+
+        The run works in its own task, so its time limit and cancellation never cut the
+        stream's writes; closing the stream (the client gone) cancels the run.
+        """
+        queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
+
+        async def emit(event: AgentEvent) -> None:
+            queue.put_nowait(event)
+
+        async def execute() -> None:
+            try:
+                await self.execute(run, emit)
+            finally:
+                queue.put_nowait(None)
+
+        work = asyncio.ensure_future(execute())
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            work.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(work, return_exceptions=True)
+
     async def execute(
         self, run: AgentRun, emit: Callable[[AgentEvent], Awaitable[None]]
     ) -> AgentRun:
@@ -246,14 +275,31 @@ class AgentRunner:
         finally:
             for task in (work, stop):
                 task.cancel()
+            # In a task of its own: a cancellation of this one (the caller gone just as the
+            # run ended) must not cut the save that ends the run, or it stays `running`.
+            ending = asyncio.ensure_future(
+                self._end(run, progress, status, failure, [work, stop], emit)
+            )
+            _ENDING.add(ending)  # the loop holds tasks weakly
+            ending.add_done_callback(_ENDING.discard)
             with anyio.CancelScope(shield=True):
-                await asyncio.gather(work, stop, return_exceptions=True)
-                ended = self._record(run, progress, status, failure)
-                await self.repository.save(ended)
-                if failure is not None:
-                    await emit(
-                        AgentEvent("error", {"code": failure.code, "message": failure.message})
-                    )
+                ended = await asyncio.shield(ending)
+        return ended
+
+    async def _end(
+        self,
+        run: AgentRun,
+        progress: _Progress,
+        status: AgentRunStatus,
+        failure: RunFailedError | None,
+        stopped: list[asyncio.Future[None]],
+        emit: Callable[[AgentEvent], Awaitable[None]],
+    ) -> AgentRun:
+        await asyncio.gather(*stopped, return_exceptions=True)
+        ended = self._record(run, progress, status, failure)
+        await self.repository.save(ended)
+        if failure is not None:
+            await emit(AgentEvent("error", {"code": failure.code, "message": failure.message}))
         return ended
 
     def _record(
