@@ -99,7 +99,7 @@ class RunCancellation:
 
     async def wait(self, run_id: str) -> None:
         """Return once the run is asked to stop: its key is read every `poll_seconds`, one
-        cheap read, rather than a pub/sub connection held for every run."""
+        cheap read, rather than a subscription connection held for every run."""
         task = asyncio.current_task()
         while not await self.redis.exists(self._key(run_id)):
             # redis-py can swallow a cancellation that arrives during a command; it must not
@@ -202,7 +202,7 @@ class AgentRunner:
         return run
 
     async def stream(self, run: AgentRun) -> AsyncIterator[AgentEvent]:
-        """The run's events as it makes them, for a stream to its caller (SSE or WebSocket).
+        """The run's events as it makes them, for a stream to its caller.
 
         The run works in its own task, so its time limit and cancellation never cut the
         stream's writes; closing the stream (the client gone) cancels the run.
