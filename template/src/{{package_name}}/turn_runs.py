@@ -201,18 +201,24 @@ class TurnRun:
         self.finished = False
         self._window = window_seconds
         self._interrupted = interrupted
-        self._readers = 0
+        # The caller that starts the turn counts as its reader from the start: it begins to
+        # read only once its ack or response has gone out, which under load may take longer
+        # than the window. Its first `follow` takes this place.
+        self._readers = 1
+        self._starter_waiting = True
         self._alone_since = time.monotonic()
         # Set while nobody here reads the turn: only then does the watcher look at the time.
         self._alone = asyncio.Event()
-        self._alone.set()
         self._changed = asyncio.Event()
         self._abandoned = False
         self.task: asyncio.Task[None] | None = None
 
     async def follow(self, seq: int) -> AsyncIterator[list[TurnEvent]]:
         """The events after `seq`, in lists of those that came together, to the last."""
-        self._readers += 1
+        if self._starter_waiting:
+            self._starter_waiting = False
+        else:
+            self._readers += 1
         self._alone.clear()
         try:
             while True:
