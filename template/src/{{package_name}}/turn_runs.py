@@ -236,6 +236,16 @@ class TurnRun:
                 self._alone_since = time.monotonic()
                 self._alone.set()
 
+    def starter_gone(self) -> None:
+        """The caller that started the turn left before it began to read it: from now on the
+        turn is unread, and given up after the window unless someone resumes it."""
+        if self._starter_waiting:
+            self._starter_waiting = False
+            self._readers -= 1
+            if not self._readers:
+                self._alone_since = time.monotonic()
+                self._alone.set()
+
     async def run(self, events: AsyncIterator[tuple[str, str]]) -> None:
         this = asyncio.current_task()
         assert this is not None  # noqa: S101 (run is always a task's coroutine)
