@@ -10,6 +10,10 @@ shield, so a run that is cancelled is still kept as `cancelled`.
 A run is cancelled from any replica: `RunCancellation.request` sets a key in Redis, which
 the replica running the run reads every `agent_cancel_poll_seconds`, also in the middle of
 a step (a slow tool, a long provider call).
+
+A run whose process is lost (a crash, a kill that left it no time to save) would stay
+`running` for good: the first read of it after its time limit and `LOST_RUN_GRACE` ends it
+`failed` with `run_lost`, so nobody waits on it and it can be started again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -45,6 +50,10 @@ if TYPE_CHECKING:
 logger = structlog.get_logger(__name__)
 
 ToolErrorPolicy = Literal["continue", "stop"]
+
+# A run's own replica ends it within its time limit, and saves that end within moments; one
+# still `running` this long after its time limit has no process left to end it.
+LOST_RUN_GRACE = timedelta(seconds=60)
 
 # Runs being saved as they end, each in a task that must outlive a cancelled caller.
 _ENDING: set[asyncio.Future[AgentRun]] = set()
@@ -185,12 +194,28 @@ class AgentRunner:
         if run is None:
             # The same answer whether it does not exist or is someone else's.
             raise APIError(404, "No such agent run", code="not_found")
-        return run
+        return await self._settled(run)
 
     async def page(self, *, before: str | None, limit: int) -> list[AgentRun]:
-        return await self.repository.list_for_owner(
+        runs = await self.repository.list_for_owner(
             owner_id=self.owner_id, before=checked_cursor(before, "before"), limit=limit
         )
+        return [await self._settled(run) for run in runs]
+
+    async def _settled(self, run: AgentRun) -> AgentRun:
+        """The run as read, or, when it has outlived its time limit, ended as lost."""
+        if run.status != "running" or now() < run.created_at + self._lost_after:
+            return run
+        lost = replace(run, status="failed", error="run_lost", updated_at=now())
+        if await self.repository.end_if_running(lost):
+            logger.warning("agent_run_lost", run_id=run.id, started_at=run.created_at.isoformat())
+            return lost
+        # Its replica saved its end in the meantime after all.
+        return await self.repository.get(run.id, owner_id=self.owner_id) or lost
+
+    @property
+    def _lost_after(self) -> timedelta:
+        return timedelta(seconds=self.timeout) + LOST_RUN_GRACE
 
     async def cancel(self, run_id: str) -> AgentRun:
         """Ask the replica running the run to stop it (409 when it has ended)."""

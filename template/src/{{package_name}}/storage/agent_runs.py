@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 # `running` until the run ends one of the three other ways; a run is written whole each time
-# it changes (after each step), so a reader never sees half a step.
+# it changes (after each step), so a reader never sees half a step. A run whose process was
+# lost is ended `failed` by the first reader after its time limit (`services/agents.py`).
 AgentRunStatus = Literal["running", "completed", "failed", "cancelled"]
 
 
@@ -86,6 +87,11 @@ class AgentRunRepository(Protocol):
     async def save(self, run: AgentRun) -> None:
         """Replaces the stored run with the same id and owner by `run` (status, steps, final
         answer, error, usage, updated_at)."""
+        ...
+
+    async def end_if_running(self, run: AgentRun) -> bool:
+        """Saves `run`, an ended run, only over a stored run that is still `running`, so an end
+        saved meanwhile by the run's own replica is never written over; whether it saved."""
         ...
 
     async def get(self, run_id: str, *, owner_id: str) -> AgentRun | None:
