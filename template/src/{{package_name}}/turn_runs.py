@@ -10,7 +10,10 @@ A turn nobody reads for the resume window is cancelled, and saved as `interrupte
 turn whose caller left always was. Readers on other replicas keep a presence key fresh in
 Redis, so a turn read only from elsewhere keeps running too. Redis is best effort here, as
 for the fan-out: when it is away the turn goes on for the reader it has, and cannot be
-resumed.
+resumed meanwhile. The events it missed are written once it answers again, the last of them
+for up to `LAST_WRITE_SECONDS` after the turn ended, so a turn resumed after an outage is
+whole and ends; past that, a reader elsewhere waits until the turn's events expire and is
+told the turn is no longer kept.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import contextlib
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import structlog
@@ -38,6 +41,10 @@ logger = structlog.get_logger(__name__)
 FINAL_KINDS = frozenset({"done", "error", "interrupted", "cancelled"})
 # How often a reader on another replica than the turn's looks for new events.
 _POLL_SECONDS = 0.05
+# While Redis is away: how often the events not written yet are tried again, and for how
+# long after the turn's end (which shutdown waits for).
+_RETRY_SECONDS = 0.25
+LAST_WRITE_SECONDS = 5.0
 
 # Forget the running turn only if it is still this one: a newer turn may have replaced it.
 _FORGET_RUNNING = """
@@ -91,28 +98,44 @@ class TurnBuffer:
     def readers_key(self, conversation_id: str, turn_id: str) -> str:
         return f"{self.events_key(conversation_id, turn_id)}:readers"
 
-    async def append(self, conversation_id: str, turn_id: str, events: list[TurnEvent]) -> None:
-        """Keep `events`, in one round trip, and point the conversation at its running turn."""
+    async def append(
+        self, conversation_id: str, turn_id: str, events: list[TurnEvent], *, again: bool = False
+    ) -> bool:
+        """Keep `events`, in one round trip, and point the conversation at its running turn;
+        whether Redis took them. `again` after a failed write, which Redis may have carried
+        out in part: the events it kept are not added twice."""
         key = self.events_key(conversation_id, turn_id)
         running = self.running_key(conversation_id)
-        pipe = self._redis.pipeline(transaction=False)
-        for event in events:
-            fields: dict[FieldT, EncodableT] = {"kind": event.kind, "data": event.data}
-            pipe.xadd(key, fields, id=f"{event.seq}-0", maxlen=self._max_events, approximate=False)
-        pipe.pexpire(key, self._ttl_ms)
-        if events[-1].kind in FINAL_KINDS:
-            pipe.eval(_FORGET_RUNNING, 1, running, turn_id)
-        else:
-            pipe.set(running, turn_id, px=self._ttl_ms)
         try:
+            kept = await self._last_seq(key) if again else 0
+            pipe = self._redis.pipeline(transaction=False)
+            for event in events:
+                if event.seq > kept:
+                    fields: dict[FieldT, EncodableT] = {"kind": event.kind, "data": event.data}
+                    pipe.xadd(
+                        key, fields, id=f"{event.seq}-0", maxlen=self._max_events, approximate=False
+                    )
+            pipe.pexpire(key, self._ttl_ms)
+            if events[-1].kind in FINAL_KINDS:
+                pipe.eval(_FORGET_RUNNING, 1, running, turn_id)
+            else:
+                pipe.set(running, turn_id, px=self._ttl_ms)
             await pipe.execute()
         except RedisError as error:
             # Once per outage, not once per batch.
             if not self._failing:
                 logger.warning("turn_buffer_write_failed", error=str(error))
             self._failing = True
-        else:
-            self._failing = False
+            return False
+        self._failing = False
+        return True
+
+    async def _last_seq(self, key: str) -> int:
+        last = await self._redis.xrevrange(key, max="+", min="-", count=1)
+        if not last:
+            return 0
+        entry_id, fields = cast("tuple[bytes, dict[bytes, bytes]]", last[0])
+        return _event(entry_id, fields).seq
 
     async def running_turn(self, conversation_id: str) -> str | None:
         turn_id = await self._redis.get(self.running_key(conversation_id))
@@ -193,6 +216,7 @@ class TurnRun:
         *,
         window_seconds: float,
         interrupted: Callable[[int], tuple[str, str]],
+        last_write_seconds: float = LAST_WRITE_SECONDS,
     ) -> None:
         self.buffer = buffer
         self.conversation_id = conversation_id
@@ -201,6 +225,7 @@ class TurnRun:
         self.finished = False
         self._window = window_seconds
         self._interrupted = interrupted
+        self._last_write_seconds = last_write_seconds
         # The caller that starts the turn counts as its reader from the start: it begins to
         # read only once its ack or response has gone out, which under load may take longer
         # than the window. Its first `follow` takes this place.
@@ -283,13 +308,28 @@ class TurnRun:
         changed.set()
 
     async def _write(self) -> None:
-        """Write the events as they come, all those that came during a write in the next."""
+        """Write the events as they come, all those that came during a write in the next;
+        those a failed write missed go with the next try, so an outage delays them rather
+        than losing them."""
         written = 0
+        failed = False
+        gives_up_at: float | None = None
         while True:
             if len(self.events) > written:
                 batch = self.events[written:]
-                written += len(batch)
-                await self.buffer.append(self.conversation_id, self.turn_id, batch)
+                if await self.buffer.append(
+                    self.conversation_id, self.turn_id, batch, again=failed
+                ):
+                    written += len(batch)
+                    failed = False
+                    continue
+                failed = True
+                if self.finished:
+                    gives_up_at = gives_up_at or time.monotonic() + self._last_write_seconds
+                    if time.monotonic() >= gives_up_at:
+                        logger.warning("turn_buffer_gave_up", turn_id=self.turn_id)
+                        return
+                await asyncio.sleep(_RETRY_SECONDS)
             elif self.finished:
                 return
             else:
@@ -312,9 +352,16 @@ class TurnRun:
 class TurnRuns:
     """The streamed turns this process runs, by turn id."""
 
-    def __init__(self, buffer: TurnBuffer, *, window_seconds: float) -> None:
+    def __init__(
+        self,
+        buffer: TurnBuffer,
+        *,
+        window_seconds: float,
+        last_write_seconds: float = LAST_WRITE_SECONDS,
+    ) -> None:
         self.buffer = buffer
         self._window = window_seconds
+        self._last_write_seconds = last_write_seconds
         self._runs: dict[str, TurnRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -336,6 +383,7 @@ class TurnRuns:
             turn_id,
             window_seconds=self._window,
             interrupted=interrupted,
+            last_write_seconds=self._last_write_seconds,
         )
         task = run.task = asyncio.create_task(run.run(events), name=f"turn-{turn_id}")
         self._runs[turn_id] = run
