@@ -39,6 +39,15 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
+# What a worker writes (ARGV[1] its token) is written only while it holds the running job:
+# otherwise the script returns the job's status (`missing` when there is no such job).
+_HOLDER_ONLY = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then
+  return status or 'missing'
+end
+"""
+
 # A finished job keeps its result for `retention` seconds; its items are no longer needed.
 _FINISH_KEYS = """
 local function close(status, retention)
@@ -83,11 +92,8 @@ return 'lost'
 # ARGV: token, index, value, total. Saves one finished item of a running job.
 _SAVE_ITEM = (
     _NOW
+    + _HOLDER_ONLY
     + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then
-  return status or 'missing'
-end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 local done = redis.call('HLEN', KEYS[2])
 redis.call('HSET', KEYS[1], 'progress', tostring(done / tonumber(ARGV[4])), 'updated_at', now)
@@ -98,11 +104,8 @@ return 'running'
 # ARGV: token, progress. Progress of a job that has no items (or reports within one).
 _PROGRESS = (
     _NOW
+    + _HOLDER_ONLY
     + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then
-  return status or 'missing'
-end
 redis.call('HSET', KEYS[1], 'progress', ARGV[2], 'updated_at', now)
 return 'running'
 """
@@ -112,11 +115,8 @@ return 'running'
 _FINISH = (
     _NOW
     + _FINISH_KEYS
+    + _HOLDER_ONLY
     + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then
-  return status or 'missing'
-end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
 if ARGV[2] == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1') end
@@ -129,11 +129,8 @@ return 'ok'
 # transient failure, to be claimed again; its items so far are kept.
 _RELEASE = (
     _NOW
+    + _HOLDER_ONLY
     + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then
-  return status or 'missing'
-end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[2], 'updated_at', now)
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], 'lease_until', 'worker')
