@@ -9,6 +9,7 @@ are added only when `otel_capture_content` is on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,10 @@ def fastapi_telemetry(provider: TracerProvider | None) -> TelemetryConfig:
 def _is_probe(scope: MutableMapping[str, Any]) -> bool:
     # Probes and scrapes would drown the traces that matter.
     return scope.get("path") in _UNTRACED_PATHS
+
+
+# `error.type` of a call its caller gave up on.
+CANCELLED = "cancelled"
 
 
 class GenAITracer:
@@ -120,7 +125,12 @@ class GenAITracer:
                 "gen_ai.output.messages",
                 json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": output}]}]),
             )
-        if error is not None:
+        if isinstance(error, GeneratorExit | asyncio.CancelledError):
+            # The caller went away (its stream closed, its request cancelled): one class of
+            # outcome whichever way that reached the call, and not the provider's failure.
+            span.set_attribute("error.type", CANCELLED)
+            span.set_status(Status(StatusCode.ERROR, "the caller went away"))
+        elif error is not None:
             span.set_attribute("error.type", type(error).__qualname__)
             span.set_status(Status(StatusCode.ERROR, str(error) or None))
         span.end()
