@@ -1,4 +1,5 @@
-"""Submitting jobs and waiting for them, as the tests of jobs do."""
+"""Submitting jobs and waiting for them, as the tests of jobs do, and the check that a job handed
+to what runs jobs a second time still runs once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     import httpx2
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -51,3 +54,24 @@ async def calls_of(client: httpx2.AsyncClient, model: str) -> int:
     """How many calls of `model` the caller has been charged for."""
     report = (await client.get("/v1/usage")).json()
     return sum(row["calls"] for row in report["data"] if row["model"] == model)
+
+
+async def given_twice_runs_once(
+    client: httpx2.AsyncClient, again: Callable[[str], Awaitable[object]]
+) -> None:
+    """Submits a job and hands it again to what runs jobs with `again`, while it runs and after it
+    has finished: it ran once, its requests each answered once."""
+    calls_before = await calls_of(client, "fake")
+    requests = [chat(f"twice {n}") for n in range(3)]
+    job = await submit(client, kind="chat_completions", requests=requests)
+    await again(job["id"])
+    done = await wait_for(client, job["id"])
+    await again(job["id"])
+    await asyncio.sleep(0.5)
+    later = await wait_for(client, job["id"])
+    calls = await calls_of(client, "fake") - calls_before
+
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == later["attempts"] == 1
+    assert later["finished_at"] == done["finished_at"]
+    assert calls == len(requests)
