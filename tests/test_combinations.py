@@ -148,15 +148,8 @@ def test_mypy_strict_passes(synced_project: RenderedProject) -> None:
 def test_own_test_suite_passes_against_real_servers(
     synced_project: RenderedProject, test_servers: dict[str, str]
 ) -> None:
-    # Wide, so that the summary's FAILED lines keep their messages (shown in the progress).
-    env = {**test_servers, "COLUMNS": "300"}
-    if not synced_project.combination.runs_load_test:
-        env["LOAD_TEST_ROUNDS"] = "1"
-    result = synced_project.run(
-        "uv", "run", "pytest", "-q", "-p", "no:cacheprovider", env=env
-    ).check()
-    # pytest's last line, wherever uv's own messages (on stderr) landed around it.
-    summary = [line for line in result.output.splitlines() if re.search(r" in [\d.]+s", line)][-1]
+    env = {} if synced_project.combination.runs_load_test else {"LOAD_TEST_ROUNDS": "1"}
+    summary = synced_project.run_own_tests(test_servers, env)
     assert re.search(r"\d+ passed", summary), summary
     assert not re.search(r"failed|error|skipped|xfail", summary), summary
 

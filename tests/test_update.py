@@ -441,10 +441,7 @@ def test_changed_answers_project_passes_its_own_tests(changed: Updated) -> None:
 
 
 def run_own_tests(project: RenderedProject) -> None:
-    project.sync()
     # The whole load test is the matrix's (`Combination.runs_load_test`): a round here.
-    env = {**project_tools.test_servers(), "LOAD_TEST_ROUNDS": "1"}
-    result = project.run("uv", "run", "pytest", "-q", "-p", "no:cacheprovider", env=env).check()
-    summary = [line for line in result.output.splitlines() if re.search(r" in [\d.]+s", line)][-1]
+    summary = project.run_own_tests(project_tools.test_servers(), {"LOAD_TEST_ROUNDS": "1"})
     assert re.search(r"\d+ passed", summary), summary
     assert not re.search(r"failed|error|skipped|xfail", summary), summary

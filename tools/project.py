@@ -8,6 +8,7 @@ so installing and type-checking dependencies that did not change costs next to n
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -15,8 +16,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import copier
+import redis
+import yaml
 from copier.errors import DirtyLocalWarning
 
 from tools.matrix import ROOT, Combination
@@ -115,6 +119,52 @@ class RenderedProject:
         # tests start) import from bytecode: about half the start-up time.
         self.run("uv", "sync", "--all-groups", "--compile-bytecode").check()
         marker.write_text(str(self.path))
+
+    def run_own_tests(self, servers: dict[str, str], env: dict[str, str] | None = None) -> str:
+        """The project's own pytest against these servers, as a user with a `.env` and
+        variables of their own runs it; its summary line.
+
+        The suite must not read either (a `.env` naming an unreachable provider and another
+        default tier, a fake provider that fails), and must leave the Redis database as it
+        found it: it runs in a database of this worker's, whose keys are compared before and
+        after."""
+        self.sync()
+        prefix = yaml.safe_load((self.path / ".copier-answers.yml").read_text())["package_name"]
+        prefix = f"{prefix.upper()}_"
+        env_file = self.path / ".env"
+        env_file.write_text(
+            f"{prefix}LLM_BASE_URL=http://127.0.0.1:9/v1\n"
+            # Authentication's default tier, or the tier of anonymous callers.
+            f"{prefix}DEFAULT_TIER=enterprise\n{prefix}ANONYMOUS_TIER=enterprise\n"
+        )
+        redis_url = worker_redis_url(servers["TEST_REDIS_URL"])
+        hostile = {f"{prefix}FAKE_FAILURE": "server_error", "OPENAI_BASE_URL": "http://127.0.0.1:9"}
+        # Wide, so that the summary's FAILED lines keep their messages (shown in the progress).
+        run_env = {**servers, "TEST_REDIS_URL": redis_url, "COLUMNS": "300", **hostile}
+        before = redis_keys(redis_url)
+        pytest = ["uv", "run", "pytest", "-q", "-p", "no:cacheprovider"]
+        try:
+            result = self.run(*pytest, env={**run_env, **(env or {})}).check()
+        finally:
+            env_file.unlink()
+        if left := redis_keys(redis_url) - before:
+            msg = f"the suite left {len(left)} Redis keys behind, e.g. {sorted(left)[:5]}"
+            raise CommandFailed(msg)
+        # pytest's last line, wherever uv's own messages (on stderr) landed around it.
+        lines = result.output.splitlines()
+        return [line for line in lines if re.search(r" in [\d.]+s", line)][-1]
+
+
+def worker_redis_url(url: str) -> str:
+    """`url` with a database of this worker's own (1, 2, ...), which only the suites this
+    worker runs, one at a time, use: what one left behind shows there."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return urlunsplit(urlsplit(url)._replace(path=f"/{int(worker.removeprefix('gw')) % 15 + 1}"))
+
+
+def redis_keys(url: str) -> set[bytes]:
+    with redis.Redis.from_url(url) as client:
+        return set(client.scan_iter(count=1000))
 
 
 SERVER_VARIABLES = ("TEST_POSTGRES_URL", "TEST_MONGO_URL", "TEST_REDIS_URL")
