@@ -419,7 +419,8 @@ def render_lock(text: str, answers: dict[str, Any]) -> str:
 
 def union_seed(text: str) -> str:
     """Every package and root line of the template's lock: the union's preferences."""
-    without_tags = re.sub(r"\{%.*?%\}", "", text.removeprefix(HEADER))
+    without_comment = re.sub(r"\A\{#.*?-#\}\n", "", text, flags=re.DOTALL)
+    without_tags = re.sub(r"\{%.*?%\}", "", without_comment)
     return without_tags.replace("{{ project_slug }}", SLUG)
 
 
@@ -476,7 +477,29 @@ def generate(*, upgrade: bool, work: Path) -> str:
         f"locked {len(locks)} variants ({len(versions(union_lock)) - 1} packages in all) in "
         f"{time.perf_counter() - started:.1f}s"
     )
+    old = versions(union_seed(current)) if current else {}
+    for line in changes(old, versions(union_lock)):
+        print(line)
     return text
+
+
+def changes(old: dict[str, frozenset[str]], new: dict[str, frozenset[str]]) -> list[str]:
+    """What moved, a Markdown list: `- pydantic 2.11.7 -> 2.12.0`, `- new: execnet 2.1.2`."""
+
+    def shown(found: frozenset[str]) -> str:
+        return ", ".join(sorted(found))
+
+    lines = []
+    for name in sorted(old.keys() | new.keys()):
+        if name == SLUG or old.get(name) == new.get(name):
+            continue
+        if name not in old:
+            lines.append(f"- new: {name} {shown(new[name])}")
+        elif name not in new:
+            lines.append(f"- gone: {name} {shown(old[name])}")
+        else:
+            lines.append(f"- {name} {shown(old[name])} -> {shown(new[name])}")
+    return lines
 
 
 def check_pins(locks: list[str], union: str | None = None) -> None:
