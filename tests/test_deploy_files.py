@@ -1,9 +1,10 @@
 """The deployment files of every combination pass their linters and schemas.
 
 Per combination, on the rendered files alone: hadolint (Dockerfile), actionlint, zizmor and
-the GitHub workflow schema (`.github/workflows/ci.yml`), the Compose specification's schema
-(`compose.yaml`), kubernetes-validate (`deploy/k8s/`), shellcheck (the shell the project
-has: scripts, the workflow's `run:` steps, `sh -c` healthchecks and probes).
+the GitHub workflow schema (`.github/workflows/ci.yml`), the Dependabot schema and zizmor
+(`.github/dependabot.yml`), the Compose specification's schema (`compose.yaml`),
+kubernetes-validate (`deploy/k8s/`), shellcheck (the shell the project has: scripts, the
+workflow's `run:` steps, `sh -c` healthchecks and probes).
 With the project's environment synced: `pre-commit run --all-files` passes on the project
 as rendered and leaves no diff.
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 KUBERNETES_VERSION = "1.33.0"
 WORKFLOW = Path(".github/workflows/ci.yml")
+DEPENDABOT = Path(".github/dependabot.yml")
 K8S = Path("deploy/k8s")
 # The template's own virtual environment, where its dev group installed the linters.
 BIN = Path(sys.executable).parent
@@ -169,6 +171,19 @@ def test_workflow_matches_the_github_workflow_schema(project: RenderedProject) -
     assert passes(result), report(result)
 
 
+def test_dependabot_config_matches_its_schema(project: RenderedProject) -> None:
+    # Weekly updates of uv.lock and of the workflows' actions; zizmor wants each held back
+    # for a week after its release (dependabot-cooldown).
+    config = project.path / DEPENDABOT
+    schema = check_jsonschema("vendor.dependabot", config)
+    audit = zizmor(config)
+
+    assert passes(schema), report(schema)
+    assert passes(audit), report(audit)
+    ecosystems = [u["package-ecosystem"] for u in yaml.safe_load(config.read_text())["updates"]]
+    assert ecosystems == ["uv", "github-actions"]
+
+
 def test_compose_file_matches_the_compose_specification(project: RenderedProject) -> None:
     result = check_jsonschema("vendor.compose-spec", project.path / "compose.yaml")
     assert passes(result), report(result)
@@ -273,6 +288,23 @@ def test_schemas_do_report_broken_compose_and_workflow_files(tmp_path: Path) -> 
 
     assert not passes(check_jsonschema("vendor.compose-spec", compose))
     assert not passes(check_jsonschema("vendor.github-workflows", workflow))
+
+
+def test_schema_and_zizmor_do_report_a_broken_dependabot_config(tmp_path: Path) -> None:
+    config = tmp_path / ".github" / "dependabot.yml"
+    config.parent.mkdir()
+    config.write_text(
+        "version: 2\nupdates:\n  - package-ecosystem: uvv\n    directory: /\n"
+        "    schedule:\n      interval: weekly\n"
+    )
+    schema = check_jsonschema("vendor.dependabot", config)
+    config.write_text(config.read_text().replace("uvv", "uv"))
+    audit = zizmor(config)
+
+    assert not passes(schema)
+    assert "'uvv' is not one of" in schema.stdout
+    assert not passes(audit)
+    assert "dependabot-cooldown" in audit.stdout
 
 
 def test_kubernetes_validate_does_report_a_broken_manifest(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ release tags of tools/releases.py are created in the clone, since a CI clone may
 without tags. For the latest release before this commit and for the oldest supported one,
 two combinations each (between them both databases and both task queues) are:
 
-1. rendered at the release, committed with a `uv lock` as a user keeps it;
+1. rendered at the release, committed with a `uv lock` as a user keeps it (releases up to
+   v0.6.0 rendered no lock);
 2. edited as a user would: a router of their own, its include line, a changed setting
    default in settings.py and in .env.example, an edited README paragraph; committed;
 3. updated to this commit (`copier update --trust --defaults`, inline conflicts).
@@ -20,6 +21,11 @@ side, with the user's change made again.
 
 One more project changes answers on update (celery -> none, sse -> websocket): the old
 answers' files are gone, Celery appears nowhere, and the project passes its tests.
+
+And a project rendered by this commit, with the template's uv.lock and a pin of its own,
+is updated to a later commit that adds a dependency: the lock is the project's
+(`_skip_if_exists`), so it is kept, and the migration's `uv lock` adds the new dependency
+with every pin kept, the project's own included.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import copier
 import pytest
 import yaml
 
+from tools import lock as lock_tools
 from tools import project as project_tools
 from tools.matrix import ROOT, by_id
 from tools.project import RenderedProject
@@ -377,7 +384,9 @@ def test_files_the_user_did_not_touch_are_this_commits(updated: Updated) -> None
         p for p in updated.fresh.rglob("*") if p.is_file() and ".git" not in p.parts
     ):
         name = str(path.relative_to(updated.fresh))
-        if name in updated.touched:
+        # The user's uv.lock is theirs (`_skip_if_exists`), re-locked by the update:
+        # test_lock_is_current_after_update checks it.
+        if name in updated.touched or name == "uv.lock":
             continue
         mine = project / name
         if not mine.exists() or mine.read_bytes() != path.read_bytes():
@@ -418,8 +427,7 @@ def test_changed_answers_leave_nothing_of_the_old_ones(changed: Updated) -> None
         if p.is_file() and ".git" not in p.parts
     }
     fresh = {str(p.relative_to(changed.fresh)) for p in changed.fresh.rglob("*") if p.is_file()}
-    assert mine - fresh == {"uv.lock"}
-    assert fresh - mine == set()
+    assert mine == fresh
     celery = [name for name in mine if "celery" in (project / name).read_text().lower()]
     assert not celery
     assert (project / "src" / "ai_service" / "api" / "routes" / "conversation_socket.py").exists()
@@ -438,6 +446,66 @@ def test_changed_answers_project_passes_its_checks(changed: Updated) -> None:
 @pytest.mark.xdist_group("answer-change")
 def test_changed_answers_project_passes_its_own_tests(changed: Updated) -> None:
     run_own_tests(changed.project)
+
+
+# --- update of a project that has the template's lock ----------------------------------------
+
+
+# certifi's block in a lock, with the blank line before it.
+CERTIFI = re.compile(r'\n\n\[\[package\]\]\nname = "certifi"\n.*?(?=\n\n\[|\n\Z)', re.DOTALL)
+
+
+@pytest.mark.xdist_group("lock-update")
+def test_update_keeps_the_projects_lock_and_relocks_it(
+    tmp_path_factory: pytest.TempPathFactory, tool_env: dict[str, str]
+) -> None:
+    # A clone of its own: the later commit below must not move the other cases' HEAD.
+    template = clone_with_tags(tmp_path_factory.mktemp("later") / "copier-fastapi-ai")
+    combination = by_id("jwt-postgres-none-sse")
+    project = RenderedProject(combination, tmp_path_factory.mktemp("locked") / "project", tool_env)
+    render(template, "HEAD", combination.answers, project.path)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=project.path, check=True)
+    lock = project.path / "uv.lock"
+    rendered = CERTIFI.search(lock.read_text())
+    assert rendered
+    # The template's next lock moves certifi one way (as `tools.lock --upgrade` would) ...
+    project.run("uv", "lock", "-q", "--upgrade-package", "certifi==2024.7.4").check()
+    later = CERTIFI.search(lock.read_text())
+    assert later
+    # ... and the project pins it another, in its lock alone.
+    project.run("uv", "lock", "-q", "--upgrade-package", "certifi==2024.8.30").check()
+    commit(project.path, "rendered, with the template's lock and our certifi")
+    before = lock.read_text()
+    # The later commit of the template: a new dependency, and that lock.
+    pyproject = template / "template" / "pyproject.toml.jinja"
+    pyproject.write_text(
+        pyproject.read_text().replace('    "opentelemetry', '    "idna>=3",\n    "opentelemetry', 1)
+    )
+    template_lock = template / "template" / "uv.lock.jinja"
+    assert rendered[0] in template_lock.read_text()
+    template_lock.write_text(template_lock.read_text().replace(rendered[0], later[0]))
+    git(*GIT_USER, "commit", "-q", "-am", "a new dependency, certifi 2024.7.4", cwd=template)
+
+    copier.run_update(
+        project.path,
+        defaults=True,
+        overwrite=True,
+        unsafe=True,
+        quiet=True,
+        vcs_ref="HEAD",
+        conflict="inline",
+        skip_answered=True,
+    )
+
+    # Not merged (a conflict in certifi's block): the project's lock, re-locked.
+    assert conflicts(project.path) == ([], [])
+    project.run("uv", "lock", "--locked").check()
+    after = lock.read_text()
+    assert '{ name = "idna", specifier = ">=3" }' in after
+    assert '{ name = "idna", specifier = ">=3" }' not in before
+    # Every pin kept (idna was in the lock already), the project's certifi included.
+    assert lock_tools.versions(after) == lock_tools.versions(before)
+    assert lock_tools.versions(after)["certifi"] == {"2024.8.30"}
 
 
 def run_own_tests(project: RenderedProject) -> None:

@@ -115,9 +115,11 @@ class RenderedProject:
         marker = Path(self.env["UV_PROJECT_ENVIRONMENT"]) / ".rendered-project"
         if marker.exists() and marker.read_text() == str(self.path):
             return
-        # Compiled once here, so the project's own processes (pytest, the app instances its
-        # tests start) import from bytecode: about half the start-up time.
-        self.run("uv", "sync", "--all-groups", "--compile-bytecode").check()
+        # From the rendered uv.lock (`--locked` refuses a stale one), so every check runs on
+        # the versions a user gets. Compiled once here, so the project's own processes
+        # (pytest, the app instances its tests start) import from bytecode: about half the
+        # start-up time.
+        self.run("uv", "sync", "--locked", "--all-groups", "--compile-bytecode").check()
         marker.write_text(str(self.path))
 
     def run_own_tests(self, servers: dict[str, str], env: dict[str, str] | None = None) -> str:
