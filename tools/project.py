@@ -122,7 +122,12 @@ class RenderedProject:
         self.run("uv", "sync", "--locked", "--all-groups", "--compile-bytecode").check()
         marker.write_text(str(self.path))
 
-    def run_own_tests(self, servers: dict[str, str], env: dict[str, str] | None = None) -> str:
+    def run_own_tests(
+        self,
+        servers: dict[str, str],
+        env: dict[str, str] | None = None,
+        pytest_args: tuple[str, ...] = (),
+    ) -> str:
         """The project's own pytest against these servers, as a user with a `.env` and
         variables of their own runs it; its summary line.
 
@@ -144,7 +149,7 @@ class RenderedProject:
         # Wide, so that the summary's FAILED lines keep their messages (shown in the progress).
         run_env = {**servers, "TEST_REDIS_URL": redis_url, "COLUMNS": "300", **hostile}
         before = redis_keys(redis_url)
-        pytest = ["uv", "run", "pytest", "-q", "-p", "no:cacheprovider"]
+        pytest = ["uv", "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args]
         try:
             result = self.run(*pytest, env={**run_env, **(env or {})}).check()
         finally:
