@@ -59,3 +59,18 @@ def test_a_guard_is_a_short_condition_on_the_answers(
     mask = sum(1 << i for i, v in enumerate(lock.variants()) if held(v))
 
     assert lock.condition(mask) == expected
+
+
+def test_an_upgrade_lists_what_moved() -> None:
+    old = {
+        "ai-service": frozenset({"0.1.0"}),
+        "redis": frozenset({"8.1.0"}),
+        "six": frozenset({"1"}),
+    }
+    new = {
+        "ai-service": frozenset({"0.1.0"}),
+        "redis": frozenset({"8.2.0"}),
+        "idna": frozenset({"3"}),
+    }
+
+    assert lock.changes(old, new) == ["- new: idna 3", "- redis 8.1.0 -> 8.2.0", "- gone: six 1"]
