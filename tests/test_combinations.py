@@ -164,7 +164,7 @@ def test_own_test_suite_passes_against_real_servers(
     env = {} if synced_project.combination.runs_load_test else {"LOAD_TEST_ROUNDS": "1"}
     # One process per suite: the matrix keeps the cores busy with several combinations at
     # once, and each xdist worker of a suite would start its own app, database and job
-    # worker again (9-11 s of CPU each). The update tests run suites as users do, on four.
+    # worker again (about 10 s of CPU each). The update tests run suites as users do, on four.
     summary = synced_project.run_own_tests(test_servers, env, ("-n", "0"))
     assert re.search(r"\d+ passed", summary), summary
     assert not re.search(r"failed|error|skipped|xfail", summary), summary
