@@ -1,15 +1,10 @@
-"""A rendered project's own suite: wall time, CPU and its slowest tests, against a baseline.
+"""A rendered project's own suite: wall time, CPU and slowest tests, against a baseline.
 
-    uv run python -m bench.suite                                   # defaults, working tree
     uv run python -m bench.suite --baseline 6b39ca4 --rounds 2     # against that commit
-    uv run python -m bench.suite --combination ID --pytest-args="-n 0"
-    uv run python -m bench.suite --repeat 10                       # one suite 10 times: flakes
+    uv run python -m bench.suite --repeat 10                       # one suite 10 times
 
-The baseline is the same combination rendered from a commit of this repository, in its own
-virtual environment, its rounds alternated with the working tree's so that both meet the
-same machine. CPU is what the suite's processes used (pytest, its workers and the processes
-its tests start), not the servers'. The servers are TEST_POSTGRES_URL / TEST_MONGO_URL /
-TEST_REDIS_URL when set, else those `scripts/servers.sh` starts.
+The baseline is the same combination rendered from a commit, rounds alternated; CPU is the
+suite's processes', not the servers'. bench/README.md has the options and figures.
 """
 
 from __future__ import annotations
