@@ -140,9 +140,9 @@ class RenderedProject:
         prefix = f"{prefix.upper()}_"
         env_file = self.path / ".env"
         env_file.write_text(
-            # Authentication's default tier, or the tier of anonymous callers. (An LLM_BASE_URL
-            # here made the Anthropic gateway's start take 11 s instead of 1: something in
-            # the suite still reads this file, not yet found.)
+            # An unreachable provider; authentication's default tier, or the tier of anonymous
+            # callers.
+            f"{prefix}LLM_BASE_URL=http://127.0.0.1:9\n"
             f"{prefix}DEFAULT_TIER=enterprise\n{prefix}ANONYMOUS_TIER=enterprise\n"
         )
         redis_url = worker_redis_url(servers["TEST_REDIS_URL"])

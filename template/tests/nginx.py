@@ -97,7 +97,7 @@ def running(config: Path, prefix: Path, port: int) -> Iterator[subprocess.Popen[
 
 
 def wait_until_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"nginx exited:\n{log.read_text()}", pytrace=False)
