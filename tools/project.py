@@ -7,6 +7,7 @@ so installing and type-checking dependencies that did not change costs next to n
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -39,13 +40,15 @@ def tool_env(worker: str) -> dict[str, str]:
         k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV" and not k.startswith("PYTEST_")
     }
     cache = cache_dir()
+    # Per checkout too: runs from two clones at once would re-sync each other's environments.
+    own = f"{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}-{worker}"
     env.update(
         UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
-        UV_PROJECT_ENVIRONMENT=str(cache / "venvs" / worker),
+        UV_PROJECT_ENVIRONMENT=str(cache / "venvs" / own),
         UV_PYTHON_DOWNLOADS="never",
         UV_NO_PROGRESS="1",
-        MYPY_CACHE_DIR=str(cache / "mypy" / worker),
-        RUFF_CACHE_DIR=str(cache / "ruff" / worker),
+        MYPY_CACHE_DIR=str(cache / "mypy" / own),
+        RUFF_CACHE_DIR=str(cache / "ruff" / own),
         PYTHONDONTWRITEBYTECODE="1",
     )
     return env
