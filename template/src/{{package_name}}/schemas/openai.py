@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from ..llm.base import ChatMessage, ChatRequest, Completion
+from .text import TextRequest
 
 # No embedding model makes longer vectors (OpenAI's longest have 3072 dimensions, and the
 # setting `embedding_dimensions` stops here too); unbounded, one request could have the local
@@ -20,7 +21,7 @@ from ..llm.base import ChatMessage, ChatRequest, Completion
 MAX_EMBEDDING_DIMENSIONS = 4096
 
 
-class _Request(BaseModel):
+class _Request(TextRequest):
     model_config = ConfigDict(extra="ignore")
 
 
