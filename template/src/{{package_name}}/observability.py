@@ -8,8 +8,8 @@ import re
 import sys
 import time
 import uuid
-from urllib.parse import unquote_plus
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 import structlog
 
