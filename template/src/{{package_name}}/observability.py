@@ -60,7 +60,9 @@ def _redact_value(name: object, value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _redact_value(key, item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_redact_value(None, item) for item in value]
+        items = [_redact_value(None, item) for item in value]
+        # A tuple stays one: `exc_info` may be (type, exception, traceback).
+        return tuple(items) if isinstance(value, tuple) else items
     return value
 
 
@@ -121,6 +123,8 @@ def configure_logging(*, level: str, json: bool) -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                # Again: a traceback may quote a URL with a credential in it.
+                redact_event,
                 renderer,
             ],
         )
