@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from .server import HeadTimeoutProtocol
 from .settings import get_settings
 
 
@@ -18,6 +19,9 @@ def main() -> None:
         # Logging is configured by the app (structlog JSON); uvicorn's access log is replaced.
         log_config=None,
         access_log=False,
+        # Request heads have a deadline (http_header_timeout); idle kept-alive connections
+        # are closed after uvicorn's timeout_keep_alive (5 s).
+        http=HeadTimeoutProtocol,
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
         # Streams get the grace period to finish (the app sees to it); the server waits a

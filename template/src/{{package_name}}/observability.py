@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 import structlog
 
@@ -26,18 +27,71 @@ _HANDLER_NAME = "structlog"
 logger = structlog.get_logger("access")
 
 
+# Query parameters and fields whose values are credentials, compared by the parameter's name
+# once percent-decoded (`?%74oken=` is `?token=` to the server) and in any case.
+CREDENTIAL_NAMES = frozenset({"token", "access_token", "api_key", "key", "authorization"})
+# A query parameter (or a bare `name=value`): its name and value, up to the next separator.
+# Linear: each match starts at `?` or `&` and stops at the next one.
+_QUERY_PARAMETER = re.compile(r"(^|[?&])([^?&=\s#\"']{1,256})=([^?&\s#\"']*)")
+# A credential in a header as logged: `Authorization: Bearer <token>`.
+_SCHEME_CREDENTIAL = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    separator, name, _ = match.groups()
+    if unquote_plus(name).lower() in CREDENTIAL_NAMES:
+        return f"{separator}{name}={REDACTED}"
+    return match.group(0)
+
+
+def redact(text: str) -> str:
+    """`text` with the values of credential query parameters and header credentials hidden."""
+    if "=" in text:
+        text = _QUERY_PARAMETER.sub(_redact_parameter, text)
+    return _SCHEME_CREDENTIAL.sub(rf"\1 {REDACTED}", text)
+
+
+def _redact_value(name: object, value: Any) -> Any:
+    if isinstance(name, str) and unquote_plus(name).lower() in CREDENTIAL_NAMES:
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_value(key, item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_redact_value(None, item) for item in value]
+        # A tuple stays one: `exc_info` may be (type, exception, traceback).
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
+
+def redact_event(
+    _logger: Any, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """structlog processor: credential fields (`token=`, `authorization=`) and credentials
+    inside string fields (a URL with `?token=`) are redacted."""
+    return {key: _redact_value(key, value) for key, value in event_dict.items()}
+
+
 class RedactQueryCredentials(logging.Filter):
     """Keep credentials sent in a query string (`?token=`, from clients that cannot set
     headers) out of the logs: uvicorn logs such paths whole."""
 
-    PATTERN = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s\"']+", re.IGNORECASE)
-
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):
+            # structlog's own events, redacted by `redact_event`.
+            return True
         message = record.getMessage()
-        redacted = self.PATTERN.sub(r"\1[redacted]", message)
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+# Loggers that servers give handlers of their own (uvicorn's CLI config, gunicorn's worker),
+# so their records may never reach the root handler: each gets the filter itself.
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access")
 
 
 def configure_logging(*, level: str, json: bool) -> None:
@@ -47,6 +101,7 @@ def configure_logging(*, level: str, json: bool) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_event,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
@@ -68,6 +123,8 @@ def configure_logging(*, level: str, json: bool) -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                # Again: a traceback may quote a URL with a credential in it.
+                redact_event,
                 renderer,
             ],
         )
@@ -78,6 +135,10 @@ def configure_logging(*, level: str, json: bool) -> None:
     # Replace only our own handler, so repeated calls (one per app) and pytest's caplog coexist.
     root.handlers = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(level)
+    for name in SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactQueryCredentials) for f in server_logger.filters):
+            server_logger.addFilter(RedactQueryCredentials())
     # The access log below replaces uvicorn's, which has no request id.
     logging.getLogger("uvicorn.access").disabled = True
 
