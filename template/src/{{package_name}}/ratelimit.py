@@ -350,7 +350,7 @@ class RateLimiter:
         """Count one attempt against a limit of its own, `limit` per `period_seconds` (one
         client's sign-ins, say): None when admitted, else the seconds until one would be.
         `key` must be free of braces (callers pass a digest)."""
-        bucket = _Bucket(f"{self._namespace}:{{{key}}}:attempts", limit, period_seconds * 1000)
+        bucket = self._attempts_bucket(key, limit, period_seconds)
         try:
             reply: list[int] = await self._acquire(
                 keys=[bucket.key], args=_acquire_args((bucket,), (1,), (0,))
@@ -366,11 +366,15 @@ class RateLimiter:
 
     async def give_back_attempt(self, key: str, *, limit: int, period_seconds: float) -> None:
         """Take back one attempt `take_attempt` counted (one that turned out to be good)."""
-        bucket = _Bucket(f"{self._namespace}:{{{key}}}:attempts", limit, period_seconds * 1000)
+        bucket = self._attempts_bucket(key, limit, period_seconds)
         try:
             await self._adjust(keys=[bucket.key], args=_adjust_args((bucket,), -1))
         except RedisError as error:
             logger.warning("rate_limit_give_back_failed", key=key, error=str(error))
+
+    def _attempts_bucket(self, key: str, limit: int, period_seconds: float) -> _Bucket:
+        hash_tag = "{" + key + "}"
+        return _Bucket(f"{self._namespace}:{hash_tag}:attempts", limit, period_seconds * 1000)
 
     async def _take(
         self, principal: str, buckets: Sequence[_Bucket], costs: Sequence[int]
