@@ -43,6 +43,9 @@ def service_environment(package: str, answers: dict[str, object]) -> dict[str, s
         f"{prefix}REDIS_URL": servers["TEST_REDIS_URL"],
         # Limits that never refuse: the benchmark measures their cost, not their effect.
         f"{prefix}TIER_LIMITS": json.dumps(dict.fromkeys(("free", "pro", "enterprise"), UNLIMITED)),
+        # Its callers all sign up from one address (JWT only; other variants ignore them).
+        f"{prefix}SIGN_IN_ATTEMPTS_PER_CLIENT": "1000000",
+        f"{prefix}REGISTRATIONS_PER_CLIENT": "1000000",
         f"{prefix}ADMIN_API_KEY": ADMIN_KEY,
         f"{prefix}REDIS_NAMESPACE": f"bench-{run}",
         # A token that outlives the longest run (JWT only; other variants ignore it).

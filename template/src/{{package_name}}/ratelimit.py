@@ -346,6 +346,36 @@ class RateLimiter:
             for principal, settlement in unsettled.items():
                 _settlement_lost(principal, settlement.units, error)
 
+    async def take_attempt(self, key: str, *, limit: int, period_seconds: float) -> float | None:
+        """Count one attempt against a limit of its own, `limit` per `period_seconds` (one
+        client's sign-ins, say): None when admitted, else the seconds until one would be.
+        `key` must be free of braces (callers pass a digest)."""
+        bucket = self._attempts_bucket(key, limit, period_seconds)
+        try:
+            reply: list[int] = await self._acquire(
+                keys=[bucket.key], args=_acquire_args((bucket,), (1,), (0,))
+            )
+        except RedisError as error:
+            if not self._fail_open:
+                msg = "the rate limiter cannot reach Redis"
+                raise RateLimiterUnavailableError(msg) from error
+            logger.warning("rate_limiter_unavailable", key=key, error=str(error))
+            return None
+        admitted, retry_after_ms = reply[0], reply[1]
+        return None if admitted else max(retry_after_ms, 0) / 1000
+
+    async def give_back_attempt(self, key: str, *, limit: int, period_seconds: float) -> None:
+        """Take back one attempt `take_attempt` counted (one that turned out to be good)."""
+        bucket = self._attempts_bucket(key, limit, period_seconds)
+        try:
+            await self._adjust(keys=[bucket.key], args=_adjust_args((bucket,), -1))
+        except RedisError as error:
+            logger.warning("rate_limit_give_back_failed", key=key, error=str(error))
+
+    def _attempts_bucket(self, key: str, limit: int, period_seconds: float) -> _Bucket:
+        hash_tag = "{" + key + "}"
+        return _Bucket(f"{self._namespace}:{hash_tag}:attempts", limit, period_seconds * 1000)
+
     async def _take(
         self, principal: str, buckets: Sequence[_Bucket], costs: Sequence[int]
     ) -> list[int] | None:
