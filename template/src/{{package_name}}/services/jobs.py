@@ -100,8 +100,10 @@ class JobContext:
         return metered_completions(self.resources, self.job.principal)
 
     async def admit(self) -> None:
-        """Count one request against the caller's rate limit, as the same call over HTTP."""
-        await admit_request(self.job.principal, self.resources)
+        """Count one request against the caller's rate limit, as the same call over HTTP,
+        but in a bucket of the jobs' own: a batch never uses up the requests its caller
+        makes meanwhile (reading this job, say). Tokens are the caller's one budget."""
+        await admit_request(self.job.principal, self.resources, requests="jobs-rpm")
 
     async def within_limits(self, call: Callable[[], Awaitable[T]]) -> T:
         """The call, waited for while the caller is over its rate limit (up to the

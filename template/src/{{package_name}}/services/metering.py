@@ -324,10 +324,15 @@ class _HeldStream(AsyncGenerator["StreamEvent", None]):
                 await abandon()
 
 
-async def admit_request(principal: Principal, resources: Resources) -> dict[str, str]:
-    """Count one request against the principal's tier (429 when over); its rate headers."""
+async def admit_request(
+    principal: Principal, resources: Resources, *, requests: str = "rpm"
+) -> dict[str, str]:
+    """Count one request against the principal's tier (429 when over); its rate headers.
+    `requests` names the bucket counted: a job's items count in `jobs-rpm`."""
     limits = resources.settings.tier_limits[principal.tier]
-    decision = await resources.rate_limiter.admit_request(principal.rate_limit_key, limits)
+    decision = await resources.rate_limiter.admit_request(
+        principal.rate_limit_key, limits, requests=requests
+    )
     if not decision.allowed:
         RATE_LIMIT_REJECTIONS.labels(limit="requests", tier=principal.tier).inc()
         msg = (
