@@ -170,6 +170,12 @@ class JobContext:
             raise JobInterruptedError(status)
 
 
+def owner_of(job: Job) -> str:
+    """Whose share of the job runners a job takes: its caller as the rate limits know it (a
+    user; without authentication, a client address)."""
+    return job.principal.rate_limit_key
+
+
 # Runs one kind of job and returns its result, which must serialise to JSON.
 Executor: TypeAlias = Callable[[JobContext], Awaitable[Any]]
 
