@@ -39,7 +39,7 @@ class ResponseCache:
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         digest = hashlib.sha256(canonical.encode()).hexdigest()
         # The owner's entries share a Redis Cluster slot, so one MGET reads a batch of them.
-        return f"{self.namespace}:{{{owner}}}:{kind}:{digest}"
+        return f"{self.namespace}:" + "{" + owner + "}" + f":{kind}:{digest}"
 
     def _completion_key(self, owner: str, request: ChatRequest) -> str:
         return self._key(owner, "completion", asdict(request))
