@@ -29,7 +29,8 @@ and at shutdown. So a caller's next call here sees it settled, another replica w
 `settle_seconds`; a process that dies in between leaves the reservations as taken, until
 their buckets refill.
 
-Keys are `<namespace>:{<principal>}:rpm|tpm|tpd`: the braces are a Redis Cluster hash tag,
+Keys are `<namespace>:{<principal>}:rpm|jobs-rpm|tpm|tpd` (`jobs-rpm`: the requests its jobs'
+items make, counted apart from its own): the braces are a Redis Cluster hash tag,
 so one principal's keys share a slot, which a script touching several of them requires. A
 key expires when its bucket is full again, which is when it no longer holds anything.
 
@@ -255,12 +256,15 @@ class RateLimiter:
         self._due = asyncio.Event()
         self._stopping = asyncio.Event()
 
-    async def admit_request(self, principal: str, limits: TierLimits) -> RateDecision:
-        """Count one request against requests per minute.
+    async def admit_request(
+        self, principal: str, limits: TierLimits, *, requests: str = "rpm"
+    ) -> RateDecision:
+        """Count one request against requests per minute (those of the `requests` bucket:
+        a job's items have one of their own, so they never use up their caller's).
 
         The token limits are only read, so that the decision has every header's value.
         """
-        buckets = self._buckets(principal, limits)
+        buckets = self._buckets(principal, limits, requests=requests)
         reply = await self._take(principal, buckets, (1, 0, 0))
         return _decision(reply, buckets) if reply is not None else _unchecked(buckets)
 
@@ -397,11 +401,13 @@ class RateLimiter:
             return None
         return reply
 
-    def _buckets(self, principal: str, limits: TierLimits) -> tuple[_Bucket, _Bucket, _Bucket]:
+    def _buckets(
+        self, principal: str, limits: TierLimits, *, requests: str = "rpm"
+    ) -> tuple[_Bucket, _Bucket, _Bucket]:
         hash_tag = "{" + principal + "}"
         prefix = f"{self._namespace}:{hash_tag}"
         return (
-            _Bucket(f"{prefix}:rpm", limits.requests_per_minute, self._minute_ms),
+            _Bucket(f"{prefix}:{requests}", limits.requests_per_minute, self._minute_ms),
             _Bucket(f"{prefix}:tpm", limits.tokens_per_minute, self._minute_ms),
             _Bucket(f"{prefix}:tpd", limits.tokens_per_day, _DAY_SECONDS * 1000),
         )

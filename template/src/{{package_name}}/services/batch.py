@@ -1,7 +1,8 @@
 """The batch jobs: many chat completions, or embeddings of many inputs, for one caller.
 
 Items run a few at a time (`jobs_concurrency`), each charged to the caller like the same
-call made over HTTP: an item over the caller's rate limit waits until it is let in (up to
+call made over HTTP (its request counted in the jobs' own bucket, its tokens in the caller's
+one budget): an item over a limit waits until it is let in (up to
 `jobs_rate_limit_max_wait`). Each finished item is saved at once, so an attempt that is
 interrupted leaves its finished items for the next attempt, which does only the rest.
 """

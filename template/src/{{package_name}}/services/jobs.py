@@ -100,8 +100,10 @@ class JobContext:
         return metered_completions(self.resources, self.job.principal)
 
     async def admit(self) -> None:
-        """Count one request against the caller's rate limit, as the same call over HTTP."""
-        await admit_request(self.job.principal, self.resources)
+        """Count one request against the caller's rate limit, as the same call over HTTP,
+        but in a bucket of the jobs' own: a batch never uses up the requests its caller
+        makes meanwhile (reading this job, say). Tokens are the caller's one budget."""
+        await admit_request(self.job.principal, self.resources, requests="jobs-rpm")
 
     async def within_limits(self, call: Callable[[], Awaitable[T]]) -> T:
         """The call, waited for while the caller is over its rate limit (up to the
@@ -166,6 +168,12 @@ class JobContext:
         status = await self.store.set_progress(self.job.id, token=self.token, progress=progress)
         if status != "running":
             raise JobInterruptedError(status)
+
+
+def owner_of(job: Job) -> str:
+    """Whose share of the job runners a job takes: its caller as the rate limits know it (a
+    user; without authentication, a client address)."""
+    return job.principal.rate_limit_key
 
 
 # Runs one kind of job and returns its result, which must serialise to JSON.

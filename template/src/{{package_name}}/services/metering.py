@@ -69,11 +69,17 @@ class MeteredCompletions:
         self.tracer = tracer
         self.gates = gates
 
+    @property
+    def _owner(self) -> str:
+        """Whose cache entries this caller reads and writes: its own alone, as its limits
+        know it (a user; without authentication, a client address)."""
+        return self.principal.rate_limit_key
+
     async def complete(self, request: ChatRequest) -> tuple[Completion, bool]:
         """The completion, and whether it came from the cache (then it is not charged)."""
         self.completions.check(request)
         cacheable = is_cacheable(request)
-        if cacheable and (cached := await self.cache.get_completion(request)):
+        if cacheable and (cached := await self.cache.get_completion(self._owner, request)):
             return cached, True
         reservation = await self._reserve(
             count_message_tokens(request.messages) + request.max_tokens
@@ -98,7 +104,7 @@ class MeteredCompletions:
         )
         await self._charge(reservation, request.model, completion.usage, started, "complete")
         if cacheable:
-            await self.cache.put_completion(request, completion)
+            await self.cache.put_completion(self._owner, request, completion)
         return completion, False
 
     async def open_stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
@@ -164,7 +170,9 @@ class MeteredCompletions:
 
     async def embed(self, request: EmbeddingRequest) -> tuple[Embeddings, bool]:
         """The embeddings, and whether they all came from the cache."""
-        cached = await self.cache.get_embeddings(request.model, request.dimensions, request.inputs)
+        cached = await self.cache.get_embeddings(
+            self._owner, request.model, request.dimensions, request.inputs
+        )
         missing = sorted(
             {text for text, vector in zip(request.inputs, cached, strict=True) if vector is None}
         )
@@ -192,7 +200,7 @@ class MeteredCompletions:
             reservation, request.model, Usage(fresh.input_tokens, 0), started, "complete"
         )
         computed = dict(zip(missing, fresh.vectors, strict=True))
-        await self.cache.put_embeddings(request.model, request.dimensions, computed)
+        await self.cache.put_embeddings(self._owner, request.model, request.dimensions, computed)
         vectors = [
             vector if vector is not None else computed[text]
             for text, vector in zip(request.inputs, cached, strict=True)
@@ -316,10 +324,15 @@ class _HeldStream(AsyncGenerator["StreamEvent", None]):
                 await abandon()
 
 
-async def admit_request(principal: Principal, resources: Resources) -> dict[str, str]:
-    """Count one request against the principal's tier (429 when over); its rate headers."""
+async def admit_request(
+    principal: Principal, resources: Resources, *, requests: str = "rpm"
+) -> dict[str, str]:
+    """Count one request against the principal's tier (429 when over); its rate headers.
+    `requests` names the bucket counted: a job's items count in `jobs-rpm`."""
     limits = resources.settings.tier_limits[principal.tier]
-    decision = await resources.rate_limiter.admit_request(principal.rate_limit_key, limits)
+    decision = await resources.rate_limiter.admit_request(
+        principal.rate_limit_key, limits, requests=requests
+    )
     if not decision.allowed:
         RATE_LIMIT_REJECTIONS.labels(limit="requests", tier=principal.tier).inc()
         msg = (
