@@ -5,8 +5,7 @@ connections, waits for in-flight requests up to its graceful timeout, then runs 
 lifespan's shutdown, which closes the pools. This module adds the step before: the health
 checks answer 503 from the moment the signal arrives, so a load balancer or an
 orchestrator that still probes stops sending traffic to a process that is going away, and
-the open WebSockets are told the server is going away (`stopping`), before the server
-closes them.
+`stopping` wakes what must tell its clients so before the server closes their connections.
 """
 
 from __future__ import annotations
