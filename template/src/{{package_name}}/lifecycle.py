@@ -4,7 +4,8 @@ The server (uvicorn, or gunicorn's uvicorn worker) owns the signal: it stops acc
 connections, waits for in-flight requests up to its graceful timeout, then runs the
 lifespan's shutdown, which closes the pools. This module adds the step before: the health
 checks answer 503 from the moment the signal arrives, so a load balancer or an
-orchestrator that still probes stops sending traffic to a process that is going away.
+orchestrator that still probes stops sending traffic to a process that is going away, and
+`stopping` wakes what must tell its clients so before the server closes their connections.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.draining = False
+        # Set with `draining`, for what must act on it at once (an asyncio event: made
+        # before any event loop runs, it binds to the first that waits on it).
+        self.stopping = asyncio.Event()
 
     def start_draining(self, reason: str) -> None:
         if not self.draining:
             self.draining = True
+            self.stopping.set()
             log.info("shutdown_started", reason=reason)
 
 

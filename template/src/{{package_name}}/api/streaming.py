@@ -1,11 +1,17 @@
-"""OpenAI-style Server-Sent Events: `chat.completion.chunk` objects, then `data: [DONE]`."""
+"""OpenAI-style Server-Sent Events: `chat.completion.chunk` objects, then `data: [DONE]`.
+
+Every stream of the service goes out through `sse_response`. On SIGTERM a stream goes on
+for the grace period; one still open at its end ends with its `farewell` (an error that says
+the server is shutting down, and how to resume where a stream can be), so that a client can
+tell a shutdown from a dropped connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 from sse_starlette import EventSourceResponse
@@ -21,12 +27,15 @@ from ..schemas.openai import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
+
+    from starlette.types import Message, Send
 
     from ..llm.base import StreamEvent
     from ..settings import Settings
 
 DONE = "[DONE]"
+SHUTTING_DOWN = "server_shutting_down"
 E = TypeVar("E")
 
 
@@ -58,10 +67,15 @@ _MARK = "\x00content\x00"
 
 
 def sse_response(
-    events: AsyncIterator[bytes] | AsyncIterator[dict[str, str]], settings: Settings
+    events: AsyncIterator[bytes] | AsyncIterator[dict[str, str]],
+    settings: Settings,
+    *,
+    farewell: Callable[[], str],
 ) -> EventSourceResponse:
-    return EventSourceResponse(
+    """`farewell()`: the SSE event(s) that end a stream the shutdown cuts short."""
+    return _FarewellResponse(
         events,
+        farewell,
         ping=settings.sse_ping_interval,
         # On SIGTERM a stream goes on to its end for up to the grace period (sse-starlette
         # would otherwise cut it at once); the server's own timeout is longer.
@@ -70,6 +84,37 @@ def sse_response(
         sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class _FarewellResponse(EventSourceResponse):
+    def __init__(self, events: Any, farewell: Callable[[], str], **options: Any) -> None:
+        self._shutting_down = anyio.Event()
+        super().__init__(events, shutdown_event=self._shutting_down, **options)
+        self._farewell = farewell
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        # sse-starlette ends a stream that the shutdown's grace period cut short with an
+        # empty last body (a stream that ended by itself was ended already, and without
+        # this method): the farewell goes in it.
+        if (
+            message["type"] == "http.response.body"
+            and not message.get("more_body", False)
+            and self._response_started
+            and self._shutting_down.is_set()
+        ):
+            message = {**message, "body": self._farewell().encode()}
+        await super()._send_with_timeout(send, message)
+
+
+def shutting_down(message: str) -> dict[str, Any]:
+    """The error envelope of a stream cut by the shutdown, as JSON data."""
+    return error_body(503, message, code=SHUTTING_DOWN).model_dump(mode="json")
+
+
+def chat_farewell() -> str:
+    """A chat completion cannot be resumed: the error chunk, then `[DONE]`."""
+    body = shutting_down("The server is shutting down: send the request again")
+    return sse_event(json.dumps(body)) + sse_event(DONE)
 
 
 async def chat_completion_chunks(

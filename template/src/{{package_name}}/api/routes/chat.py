@@ -11,7 +11,7 @@ from ...schemas.openai import ChatCompletion, ChatCompletionRequest
 from ..deps import SettingsDep
 from ..disconnect import cancel_on_disconnect
 from ..limits import LIMITED_ROUTE_ERRORS, MeteredCompletionsDep
-from ..streaming import chat_completion_chunks, sse_response
+from ..streaming import chat_completion_chunks, chat_farewell, sse_response
 
 router = APIRouter(tags=["openai"], responses=LIMITED_ROUTE_ERRORS)
 
@@ -45,7 +45,7 @@ async def create_chat_completion(
             created=int(time.time()),
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
         )
-        return sse_response(chunks, settings)
+        return sse_response(chunks, settings, farewell=chat_farewell)
 
     completion, cached = await cancel_on_disconnect(request, completions.complete(chat_request))
     response.headers["X-Cache"] = "hit" if cached else "miss"
