@@ -5,7 +5,8 @@ connections, waits for in-flight requests up to its graceful timeout, then runs 
 lifespan's shutdown, which closes the pools. This module adds the step before: the health
 checks answer 503 from the moment the signal arrives, so a load balancer or an
 orchestrator that still probes stops sending traffic to a process that is going away, and
-`stopping` wakes what must tell its clients so before the server closes their connections.
+`stopping` wakes what must tell its clients so. The server's own handler runs only once
+they have (`farewell`), as uvicorn closes every socket (1012) the moment it runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# How long the server's shutdown waits for the clients to be told (a stalled one is not).
+FAREWELL_SECONDS = 1.0
 
 
 class Lifecycle:
@@ -32,15 +36,48 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.draining = False
-        # Set with `draining`, for what must act on it at once (an asyncio event: made
-        # before any event loop runs, it binds to the first that waits on it).
+        # Set with `draining`, for what must act on it at once (asyncio events: made before
+        # any event loop runs, they bind to the first that waits on them).
         self.stopping = asyncio.Event()
+        self._farewells = 0
+        self._told = asyncio.Event()
+        self._told.set()
+        self._shutting_down: asyncio.Task[None] | None = None
 
     def start_draining(self, reason: str) -> None:
         if not self.draining:
             self.draining = True
             self.stopping.set()
             log.info("shutdown_started", reason=reason)
+
+    @contextmanager
+    def farewell(self) -> Iterator[None]:
+        """Around the wait for `stopping` and the message that follows it: the server's
+        shutdown waits until every one has ended (or `FAREWELL_SECONDS`)."""
+        self._farewells += 1
+        self._told.clear()
+        try:
+            yield
+        finally:
+            self._farewells -= 1
+            if not self._farewells:
+                self._told.set()
+
+    def stop_then(self, reason: str, server_stop: Callable[[], object]) -> None:
+        """Start draining, then run `server_stop` once the clients have been told; a second
+        signal runs it at once (uvicorn: exit without waiting)."""
+        if self.draining:
+            server_stop()
+            return
+        self.start_draining(reason)
+        self._shutting_down = asyncio.get_running_loop().create_task(
+            self._after_farewells(server_stop)
+        )
+
+    async def _after_farewells(self, server_stop: Callable[[], object]) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._told.wait(), FAREWELL_SECONDS)
+        server_stop()
 
 
 @contextmanager
@@ -73,7 +110,7 @@ def _draining_then(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # A signal handler interrupts arbitrary code, so the change (which logs, and
         # logging takes locks) is made on the event loop, as its next step.
-        loop.call_soon_threadsafe(lifecycle.start_draining, signal.Signals(signum).name)
-        handler(signum, frame)
+        server_stop = partial(handler, signum, frame)
+        loop.call_soon_threadsafe(lifecycle.stop_then, signal.Signals(signum).name, server_stop)
 
     return on_signal
