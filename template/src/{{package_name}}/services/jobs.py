@@ -410,6 +410,9 @@ class JobService:
             lease_holder=self.queue.lease_holder,
             lease_seconds=self.resources.settings.jobs_lease_seconds,
         )
+        # The job as accepted, read before any worker can know of it: one may finish it
+        # before the answer is sent, and the answer says what was accepted, not what became.
+        job = await self.get(job_id)
         try:
             await self.queue.enqueue(job_id)
         except QueueUnavailableError as error:
@@ -420,7 +423,7 @@ class JobService:
                 503, msg, code="queue_unavailable", headers={"Retry-After": "1"}
             ) from error
         JOBS_SUBMITTED.labels(kind=kind).inc()
-        return await self.get(job_id)
+        return job
 
     async def get(self, job_id: str) -> Job:
         job = await self.store.get(job_id) if is_id(job_id) else None
