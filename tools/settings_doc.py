@@ -3,12 +3,8 @@
 python -m tools.settings_doc          # rewrite docs/configuration.md
 python -m tools.settings_doc --check  # exit 1 when it has drifted
 
-Which variants have a setting is decided by Jinja at the seams of `settings.py.jinja`, so the
-template file is rendered for every combination of the questions that can change it (a few
-milliseconds each, with Jinja alone) and each result is read with `ast`: a field's name,
-type, default, constraints and the comment lines above it. Rendering with Jinja alone must
-give what Copier gives: a few real renders (`tools.project.render`, about a second each) are
-compared with it, byte for byte, and together they hold every setting of every variant.
+`settings.py.jinja` is rendered with Jinja alone for every combination that can change it and
+read with `ast`; a few real Copier renders check that Jinja alone gives the same text.
 """
 
 from __future__ import annotations

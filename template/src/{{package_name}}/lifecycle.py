@@ -1,12 +1,9 @@
 """Graceful shutdown: what SIGTERM changes before the server stops taking requests.
 
-The server (uvicorn, or gunicorn's uvicorn worker) owns the signal: it stops accepting
-connections, waits for in-flight requests up to its graceful timeout, then runs the
-lifespan's shutdown, which closes the pools. This module adds the step before: the health
-checks answer 503 from the moment the signal arrives, so a load balancer or an
-orchestrator that still probes stops sending traffic to a process that is going away, and
-`stopping` wakes what must tell its clients so. The server's own handler runs only once
-they have (`farewell`), as uvicorn closes every socket (1012) the moment it runs.
+The health checks answer 503 from the moment the signal arrives, so probes stop sending
+traffic; `stopping` wakes what must tell its clients so, and the server's own handler runs
+once they have (`farewell`), as uvicorn closes every socket (1012) the moment it runs. The
+server then drains requests and runs the lifespan's shutdown, which closes the pools.
 """
 
 from __future__ import annotations

@@ -1,42 +1,10 @@
 """Rate limits per caller ("principal") that hold across every replica of the service.
 
-Each limit is a GCRA bucket (the generic cell rate algorithm, a token bucket kept as one
-timestamp): a limit of N per period refills one unit every period/N, and a caller may spend
-up to the whole N at once. Redis keeps, per limit, the time at which the bucket will be full
-again, so a check is one read, one comparison and one write, done by a Lua script so that
-replicas never race between reading and writing. The clock is Redis's own (`TIME`), so the
-replicas' clocks do not have to agree.
-
-Why GCRA rather than the alternatives:
-- a sliding-window log is exact but stores every request (and, for tokens, every weight),
-  and taking back part of a reservation means finding and rewriting its entry;
-- a fixed window with a reset is as cheap, but lets a caller spend 2N across a boundary and
-  sends every throttled caller back at the same instant, when the window resets;
-- GCRA stores one number per limit, refills smoothly (a throttled caller is let in again
-  as soon as enough has refilled, not at a boundary) and takes a refund or an extra charge
-  by moving that number.
-The trade-off: a limit bounds the sustained rate and the burst, not each calendar period. A
-caller who spends the full N at once and then the refill as it comes can spend up to 2N in
-the period that follows the burst (as at a fixed window's boundary), and the daily token
-budget refills continuously over 24 hours instead of all at once at midnight.
-
-Tokens are reserved before a call (prompt estimate plus `max_tokens`) and reconciled with
-the provider's usage afterwards, so concurrent calls cannot all spend the same budget. While
-`settling` runs (the service's lifespan), a reconciliation is not a Redis call of its own:
-it is applied by the same script as the caller's next check in this process, or with the
-other callers' by one pipelined call `settle_seconds` (50 ms) later, whichever comes first,
-and at shutdown. So a caller's next call here sees it settled, another replica within about
-`settle_seconds`; a process that dies in between leaves the reservations as taken, until
-their buckets refill.
-
-Keys are `<namespace>:{<principal>}:rpm|jobs-rpm|tpm|tpd` (`jobs-rpm`: the requests its jobs'
-items make, counted apart from its own): the braces are a Redis Cluster hash tag,
-so one principal's keys share a slot, which a script touching several of them requires. A
-key expires when its bucket is full again, which is when it no longer holds anything.
-
-Response headers follow OpenAI's: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
-for the request and per-minute token limits, the resets written as Go durations as OpenAI
-writes them (`17ms`, `1.5s`, `6m0s`), and `Retry-After` in whole seconds, rounded up.
+Each limit is a GCRA bucket kept in Redis as one timestamp, checked and updated by one Lua
+script on Redis's clock. Tokens are reserved before a call and settled with the provider's
+usage afterwards, batched every `settle_seconds`. Keys are
+`<namespace>:{<principal>}:rpm|jobs-rpm|tpm|tpd`; headers follow OpenAI's
+`x-ratelimit-*`. Why GCRA, and what settling trades: docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
-"""Token counting that works offline.
+"""Token counting that works offline: an estimate, for before a call.
 
-Exact tokenizers (tiktoken's BPE files, providers' token-counting APIs) need the network,
-which a service must not depend on just to count. This is an estimate instead: one token per
-word of up to four characters, per four-character slice of a longer word, and per punctuation
-mark, which is close to the usual rule of thumb of about four characters per token for
-English. It is used only before a call (context trimming, rate-limit reservations); the usage
-that is charged comes from the provider's answer, which is exact. The fake provider tokenizes
-with this same function, so for it the count is exact.
+One token per word of up to four characters, per four-character slice of a longer word and
+per punctuation mark (about four characters a token in English). It serves context trimming
+and rate-limit reservations; what is charged is the provider's exact usage. The fake
+provider tokenizes with it, so for it the count is exact.
 """
 
 from __future__ import annotations

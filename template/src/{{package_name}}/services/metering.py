@@ -1,15 +1,9 @@
 """LLM calls charged to their caller: token budgets, usage records, the response cache.
 
-Tokens are reserved before a call (the prompt's estimate plus `max_tokens`), so concurrent
-calls cannot all spend the same budget, then settled with what the provider reports. A
-stream the caller abandons is still charged for the tokens it produced, and that charge is
-made under a shield, so the cancellation that ends the stream cannot skip it. The call's
-usage record goes to the usage writer, which writes it behind the answer
-(`storage/usage_writer.py`).
-
-Between the reservation and the call, each call waits for a slot of its model's gate
-(`llm/gate.py`), which bounds the calls in flight and serves waiters by tier; a stream holds
-its slot until it ends, however it ends.
+Tokens are reserved before a call and settled with what the provider reports; an abandoned
+stream is still charged, under a shield. Each call waits for a slot of its model's gate
+(`llm/gate.py`) between the reservation and the call. The usage record is written behind
+the answer (`storage/usage_writer.py`).
 """
 
 from __future__ import annotations
